@@ -1,0 +1,180 @@
+// M, P and the global scheduler state, shared by the runtime's .cc files.
+// The design essay is at the top of runtime/proc.cc.
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "runtime/internal/g.h"
+#include "runtime/internal/lock.h"
+#include "runtime/internal/poller.h"
+#include "runtime/internal/timer.h"
+
+namespace weft::detail {
+
+inline constexpr uint32_t kRunqSize = 256;
+// A G taken from runnext inherits the time slice of the G that readied it. After this
+// many inherited runs in a row the P takes the head of its ring first, so a pair of
+// goroutines that keep waking each other cannot starve the rest of the queue.
+inline constexpr int kInheritCap = 8;
+inline constexpr int64_t kForcePreemptNs = 10'000'000;  // Go's forcePreemptNS
+
+enum class pstatus : uint32_t { idle, running, syscall };
+
+struct alignas(64) p {
+  int32_t id = 0;
+  std::atomic<pstatus> status{pstatus::idle};
+  p* link = nullptr;                   // idle list link (sched.mu)
+  std::atomic<m*> mp{nullptr};         // M that owns this P
+  std::atomic<uint32_t> schedtick{0};  // +1 per non-inherited schedule (sysmon reads)
+  std::atomic<uint32_t> syscalltick{0};
+  int inherit_chain = 0;               // inherited runs in a row (owner only)
+
+  // Run queue: a single-producer (owner), multi-consumer (owner + thieves) ring.
+  alignas(64) std::atomic<uint32_t> runq_head{0};
+  std::atomic<uint32_t> runq_tail{0};
+  std::atomic<g*> runnext{nullptr};
+  std::atomic<g*> runq[kRunqSize];
+
+  // Goroutine ids, taken from the global generator 16 at a time.
+  uint64_t goid_next = 0;
+  uint64_t goid_end = 0;
+
+  // Dead Gs of the default stack class, stacks attached (owner only).
+  g* gfree = nullptr;
+  int32_t ngfree = 0;
+
+  // Goroutines created minus goroutines exited on this P (owner writes, anyone sums).
+  std::atomic<int64_t> gcount{0};
+  std::atomic<uint64_t> nexecuted{0};  // Gs this P has run (stats and tests)
+
+  timer_heap timers;
+
+  // sysmon's last observation of this P (sysmon only).
+  uint32_t sm_schedtick = 0;
+  int64_t sm_schedwhen = 0;
+  uint32_t sm_syscalltick = 0;
+  int64_t sm_syscallwhen = 0;
+};
+
+struct m {
+  int64_t id = 0;
+  fcontext_t g0ctx = nullptr;      // the scheduler context while a G runs
+  std::atomic<g*> curg{nullptr};   // G running on this M
+  p* pp = nullptr;                 // attached P
+  p* nextp = nullptr;              // P handed over by startm
+  bool spinning = false;           // looking for work, counted in sched.nmspinning
+  bool is_m0 = false;
+  note park;                       // where the M sleeps when idle
+  m* schedlink = nullptr;          // idle list link (sched.mu)
+  pthread_t thread{};
+  uint64_t rand = 0;               // fastrand state
+
+  // g0 stack, for the sanitizers.
+  const void* g0_lo = nullptr;
+  std::size_t g0_size = 0;
+  void* g0_fake_stack = nullptr;
+  void* tsan_g0 = nullptr;
+  void* altstack = nullptr;
+};
+
+struct sched_t {
+  lock mu;
+
+  // Global run queue (mu).
+  g* runq_head = nullptr;
+  g* runq_tail = nullptr;
+  std::atomic<int32_t> runqsize{0};
+
+  // Ms (mu).
+  m* midle = nullptr;
+  int32_t nmidle = 0;
+  int32_t mcount = 0;              // live Ms, including M0
+  int64_t mnext = 0;
+  std::vector<m*> allm;            // every M of this run (for joins)
+
+  // Ps.
+  p* pidle = nullptr;              // (mu)
+  std::atomic<int32_t> npidle{0};
+  std::atomic<int32_t> nmspinning{0};
+  int32_t nprocs = 0;
+  p* allp = nullptr;
+
+  // Global free Gs of the default class (gfree_mu).
+  lock gfree_mu;
+  g* gfree = nullptr;
+  std::atomic<int32_t> ngfree{0};
+
+  // Poller coordination: lastpoll == 0 while an M is blocked in poll().
+  std::atomic<int64_t> lastpoll{1};
+  std::atomic<int64_t> poll_until{0};
+
+  // sysmon.
+  std::atomic<bool> sysmonwait{false};
+  note sysmonnote;
+  pthread_t sysmon_thread{};
+
+  std::atomic<bool> running{false};
+  std::atomic<bool> stopping{false};
+  std::atomic<uint64_t> goidgen{1};
+  std::atomic<int64_t> foreign_gcount{0};  // spawned/exited with no P
+  int max_threads = 10000;
+  std::size_t stack_class = 0;             // default stack size class
+  int schedtrace_ms = 0;
+};
+
+extern sched_t sched;
+extern const poller_ops* poller;
+
+// Current M / G. Never inlined: a goroutine can move to another thread at every switch,
+// and a cached thread-local address would then name the old thread's state.
+[[gnu::noipa]] m* getm();
+[[gnu::noipa]] g* getg();
+
+int64_t nanotime();
+int64_t nanotime_coarse();
+
+// Scheduler entry points used across files.
+void ready_g(g* gp, bool next);
+void wakep();
+void startm(p* pp, bool spinning);
+void handoffp(p* pp);
+void inject_glist(g* head, int32_t n);
+void wake_net_poller(int64_t when);
+bool runq_empty(p* pp);
+void globrunqput_batch_locked(g* head, g* tail, int32_t n);
+uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool steal_runnext);
+void preempt_one(p* pp);
+int64_t timer_sleep_until();
+
+uintptr_t g_entry_address();  // bottom frame of every goroutine
+
+// Introspection for tests and stats.
+int32_t current_p_id();           // P of the calling goroutine (-1 outside)
+int64_t abandoned_goroutines();   // goroutines the last run() left behind
+
+// Goroutine registry.
+extern lock allg_lock;
+extern g* allg_head;
+int64_t count_goroutines();
+
+// Fatal errors: print Go's "fatal error: ..." and exit 2.
+[[noreturn]] void fatal(const char* msg, bool dump = true);
+[[noreturn]] void throw_(const char* msg);
+
+// Pieces living in other files.
+void sysmon_start();
+void sysmon_stop();
+void signals_init();
+void signals_thread_init(m* mp);
+void signals_thread_fini(m* mp);
+void write_goroutine_dump(std::string& out, g* first, bool all);
+void write_stderr(const char* s, std::size_t n);
+int env_max_procs();
+std::size_t env_stack_size();
+int env_schedtrace_ms();
+
+}  // namespace weft::detail

@@ -1,0 +1,74 @@
+// Runtime timers: per-P 4-ary heaps, as in Go's time.go.
+//
+// A timer sits in at most one P's heap (`owner`). Adding puts it in the heap of the P
+// the caller runs on; the heap's earliest deadline is published in `first_when`, which
+// the scheduler reads without the lock to decide how long the poller may block and
+// whether another P's timers are due (idle Ps' timers are run by whichever M is looking
+// for work, in steal order).
+//
+// Callbacks run on a scheduler stack with a P held and no runtime lock held; they must
+// not block. They may ready goroutines and spawn new ones.
+//
+// Protocol and Go's return values:
+//   - `mu` serializes add/stop/reset of one timer; `owner` and `idx` change only under the
+//     owner heap's lock.
+//   - The runner pops a due timer under the heap lock (owner becomes null) and calls f
+//     after unlocking. stop() that finds the timer out of every heap returns false: it
+//     already fired or was stopped (Go: "Stop returns false if the timer has already
+//     expired or been stopped"). reset() returns whether the timer was pending.
+//   - Once popped, the runner does not touch the timer again except through f. An owner
+//     that frees a timer must know f has finished (sleep's timer lives on the sleeping
+//     goroutine's stack and is only popped, never stopped).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "runtime/internal/lock.h"
+
+namespace weft::detail {
+
+struct p;
+
+struct timer {
+  using callback = void (*)(timer* t, void* arg);
+
+  timer() = default;
+  timer(callback fn, void* a) : f(fn), arg(a) {}
+
+  int64_t when = 0;     // nanotime deadline; guarded by the owner heap's lock
+  callback f = nullptr;
+  void* arg = nullptr;
+  callback drop = nullptr;  // called instead of f if the runtime shuts down first
+  std::atomic<p*> owner{nullptr};
+  int32_t idx = -1;     // position in the owner heap
+  lock mu;
+};
+
+struct timer_heap {
+  lock mu;
+  std::vector<timer*> heap;            // guarded by mu
+  std::atomic<int64_t> first_when{0};  // earliest deadline, 0 when empty
+
+  void push_locked(timer* t);
+  void remove_locked(timer* t);
+  timer* pop_locked();
+  void publish_locked() {
+    first_when.store(heap.empty() ? 0 : heap[0]->when, std::memory_order_release);
+  }
+};
+
+// Arms t to fire at `when` (nanotime) on the current P (or P 0 outside the scheduler).
+// t must not be pending.
+void timer_add(timer* t, int64_t when);
+// Disarms t. Returns true if it was pending.
+bool timer_stop(timer* t);
+// Re-arms t for `when`, pending or not. Returns true if it was pending.
+bool timer_reset(timer* t, int64_t when);
+
+// Runs the due timers of pp. Returns the next deadline (0: none); *ran tells whether any
+// fired. `now` 0 means "read the clock if needed".
+int64_t check_timers(p* pp, int64_t& now, bool* ran);
+
+}  // namespace weft::detail

@@ -1,0 +1,1546 @@
+// The goroutine scheduler.
+//
+// Concepts (as in Go's proc.go):
+//   G  a goroutine: a stack, a saved context and a status (runtime/internal/g.h).
+//   M  an OS thread. It runs the scheduler loop on its own stack ("g0") and switches
+//      into goroutines from there. Every switch goes G -> g0 -> G: a goroutine that
+//      parks, yields or exits jumps to g0 with a request, and g0 carries it out after
+//      the goroutine's context is saved. That ordering is what makes park's commit
+//      callback safe (see park.h).
+//   P  a processor: the right to run Go code. An M must hold a P to run goroutines.
+//      There are exactly nprocs Ps. Each has a 256-slot ring run queue plus a runnext
+//      slot, a timer heap and a cache of dead Gs with their stacks.
+//
+// Finding work (find_runnable), in Go's order, each step with its reason:
+//   1. run due timers of this P                  (timers readied goroutines)
+//   2. every 61st schedule, one G from the global queue first
+//                                                (two Gs respawning each other could
+//                                                 otherwise keep the global queue waiting)
+//   3. runnext, then the local ring               (locality; runnext inherits the slice,
+//                                                 capped by kInheritCap)
+//   4. a batch from the global queue
+//   5. a non-blocking poll of the network          (cheaper than stealing)
+//   6. steal half of a random victim's ring, victims in a random coprime order; on the
+//      last pass also run other Ps' due timers and take their runnext (after giving a
+//      running victim ~3us to schedule it itself)
+//   7. give up the P, recheck every queue, block in the poller until the nearest timer
+//      (only one M at a time), or sleep on the M's futex
+//
+// Spinning Ms and lost wakeups. An M that holds a P but has an empty queue and is
+// looking for work is "spinning", counted in nmspinning; at most half the busy Ps spin.
+// The protocol that keeps wakeups from being lost:
+//   - a submitter (ready, spawn) puts work on a queue, issues a StoreLoad fence, then
+//     wakes an M if there is an idle P and nobody spins (wakep);
+//   - a spinning M that finds nothing decrements nmspinning (a full fence), then
+//     rechecks every run queue and the timers before it sleeps.
+// Either the submitter sees no spinner and wakes one, or the spinner sees the work.
+// A spinning M that finds work wakes another spinner if it was the last one, so that a
+// burst of work fans out one M at a time (the rejected alternatives, as in Go: waking
+// a thread on every ready thrashes futexes; a central dispatcher thread adds a hop).
+//
+// Blocking calls (blocking()) mark the P "syscall". sysmon hands such a P to another
+// M when the call has lasted one sysmon tick and there is work waiting, as Go's retake
+// does; the caller, when the call returns, takes its P back if it is still there, else
+// any idle P, else queues its goroutine globally and parks its thread.
+//
+// Lock order: allg_lock -> sched.mu -> sched.gfree_mu; a timer's mu -> its P heap's mu.
+// No runtime lock is held across a context switch or a call into user code.
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "runtime/internal/sched.h"
+#include "runtime/internal/stack.h"
+#include "runtime/internal/switch.h"
+#include "runtime/runtime.h"
+
+#if defined(WEFT_ASAN)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/lsan_interface.h>
+#endif
+
+namespace weft::detail {
+
+sched_t sched;
+lock allg_lock;
+g* allg_head = nullptr;
+std::atomic<int> preempt_requests{0};
+
+namespace {
+
+thread_local m* tls_m = nullptr;
+
+enum class req_kind : uint8_t { park, yield, preempt, exit, blocking };
+
+// What a goroutine asks g0 to do when it switches out. Lives on the goroutine's stack.
+struct switch_req {
+  req_kind kind;
+  park_commit commit = nullptr;
+  void* arg = nullptr;
+  void (*fn)(void*) = nullptr;      // blocking call
+  std::exception_ptr* error = nullptr;
+};
+
+// ---------------------------------------------------------------------------------------
+// Small helpers.
+
+inline void store_load_fence() {
+#if defined(__x86_64__) && !defined(WEFT_TSAN)
+  asm volatile("lock; orl $0, (%%rsp)" ::: "memory", "cc");
+#else
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
+
+inline uint32_t fastrand(m* mp) {
+  // xorshift64*
+  uint64_t x = mp->rand;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  mp->rand = x;
+  return static_cast<uint32_t>((x * 0x2545F4914F6CDD1DULL) >> 32);
+}
+
+uint32_t gcd(uint32_t a, uint32_t b) {
+  while (b) {
+    uint32_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+void set_status(g* gp, gstatus s) { gp->status.store(s, std::memory_order_release); }
+
+// ---------------------------------------------------------------------------------------
+// Global run queue (sched.mu held).
+
+void globrunqput_locked(g* gp) {
+  gp->sched_link = nullptr;
+  if (sched.runq_tail)
+    sched.runq_tail->sched_link = gp;
+  else
+    sched.runq_head = gp;
+  sched.runq_tail = gp;
+  sched.runqsize.fetch_add(1, std::memory_order_relaxed);
+}
+
+g* globrunqpop_locked() {
+  g* gp = sched.runq_head;
+  if (!gp) return nullptr;
+  sched.runq_head = gp->sched_link;
+  if (!sched.runq_head) sched.runq_tail = nullptr;
+  gp->sched_link = nullptr;
+  sched.runqsize.fetch_sub(1, std::memory_order_relaxed);
+  return gp;
+}
+
+void runqput(p* pp, g* gp, bool next);
+
+// Takes a batch from the global queue: one to run now, the rest onto pp's ring.
+g* globrunqget_locked(p* pp, int32_t max) {
+  int32_t size = sched.runqsize.load(std::memory_order_relaxed);
+  if (size == 0) return nullptr;
+  int32_t n = size / sched.nprocs + 1;
+  if (n > size) n = size;
+  if (max > 0 && n > max) n = max;
+  if (n > static_cast<int32_t>(kRunqSize / 2)) n = kRunqSize / 2;
+  g* gp = globrunqpop_locked();
+  for (n--; n > 0; n--) runqput(pp, globrunqpop_locked(), false);
+  return gp;
+}
+
+// ---------------------------------------------------------------------------------------
+// Local run queues.
+
+// Moves half of pp's ring plus gp to the global queue. False if a thief raced us.
+bool runqputslow(p* pp, g* gp, uint32_t h, uint32_t t) {
+  g* batch[kRunqSize / 2 + 1];
+  uint32_t n = (t - h) / 2;
+  if (n != kRunqSize / 2) throw_("runqputslow: queue is not full");
+  for (uint32_t i = 0; i < n; i++) batch[i] = pp->runq[(h + i) % kRunqSize].load(std::memory_order_relaxed);
+  if (!pp->runq_head.compare_exchange_strong(h, h + n, std::memory_order_acq_rel)) return false;
+  batch[n] = gp;
+  for (uint32_t i = 0; i < n; i++) batch[i]->sched_link = batch[i + 1];
+  batch[n]->sched_link = nullptr;
+  lock_guard l(sched.mu);
+  globrunqput_batch_locked(batch[0], batch[n], static_cast<int32_t>(n + 1));
+  return true;
+}
+
+// Puts gp on pp's queue. next: into runnext (the old runnext goes to the ring's tail).
+// Only pp's owner calls this.
+void runqput(p* pp, g* gp, bool next) {
+  if (next) {
+    g* old = pp->runnext.load(std::memory_order_relaxed);
+    while (!pp->runnext.compare_exchange_weak(old, gp, std::memory_order_release,
+                                              std::memory_order_relaxed)) {
+    }
+    if (!old) return;
+    gp = old;
+  }
+  for (;;) {
+    uint32_t h = pp->runq_head.load(std::memory_order_acquire);
+    uint32_t t = pp->runq_tail.load(std::memory_order_relaxed);
+    if (t - h < kRunqSize) {
+      pp->runq[t % kRunqSize].store(gp, std::memory_order_relaxed);
+      pp->runq_tail.store(t + 1, std::memory_order_release);
+      return;
+    }
+    if (runqputslow(pp, gp, h, t)) return;
+  }
+}
+
+// Takes the next G from pp's local queue (owner only). *inherit: it came from runnext
+// and shares the current time slice.
+g* runqget(p* pp, bool* inherit) {
+  g* next = pp->runnext.load(std::memory_order_relaxed);
+  if (next && pp->inherit_chain < kInheritCap &&
+      pp->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acquire)) {
+    *inherit = true;
+    return next;
+  }
+  for (;;) {
+    uint32_t h = pp->runq_head.load(std::memory_order_acquire);
+    uint32_t t = pp->runq_tail.load(std::memory_order_relaxed);
+    if (t == h) break;
+    g* gp = pp->runq[h % kRunqSize].load(std::memory_order_relaxed);
+    if (pp->runq_head.compare_exchange_weak(h, h + 1, std::memory_order_release)) {
+      *inherit = false;
+      return gp;
+    }
+  }
+  // The ring is empty: runnext runs after all, but on a fresh slice.
+  next = pp->runnext.load(std::memory_order_relaxed);
+  if (next && pp->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acquire)) {
+    *inherit = false;
+    return next;
+  }
+  return nullptr;
+}
+
+// Steals half of p2's queue into pp's ring and returns one G to run.
+g* runqsteal(p* pp, p* p2, bool steal_runnext) {
+  uint32_t t = pp->runq_tail.load(std::memory_order_relaxed);
+  uint32_t n = runq_grab(p2, pp->runq, t, steal_runnext);
+  if (n == 0) return nullptr;
+  n--;
+  g* gp = pp->runq[(t + n) % kRunqSize].load(std::memory_order_relaxed);
+  if (n == 0) return gp;
+  uint32_t h = pp->runq_head.load(std::memory_order_acquire);
+  if (t - h + n >= kRunqSize) throw_("runqsteal: runq overflow");
+  pp->runq_tail.store(t + n, std::memory_order_release);
+  return gp;
+}
+
+// ---------------------------------------------------------------------------------------
+// Ps and Ms.
+
+void acquirep(m* mp, p* pp) {
+  if (pp->mp.load(std::memory_order_relaxed) != nullptr ||
+      pp->status.load(std::memory_order_relaxed) != pstatus::idle)
+    throw_("acquirep: invalid p state");
+  mp->pp = pp;
+  pp->mp.store(mp, std::memory_order_relaxed);
+  pp->status.store(pstatus::running, std::memory_order_release);
+}
+
+p* releasep(m* mp) {
+  p* pp = mp->pp;
+  if (!pp || pp->mp.load(std::memory_order_relaxed) != mp ||
+      pp->status.load(std::memory_order_relaxed) != pstatus::running)
+    throw_("releasep: invalid p state");
+  mp->pp = nullptr;
+  pp->mp.store(nullptr, std::memory_order_relaxed);
+  pp->status.store(pstatus::idle, std::memory_order_release);
+  return pp;
+}
+
+void pidleput_locked(p* pp) {
+  if (!runq_empty(pp)) throw_("pidleput: P has non-empty run queue");
+  pp->link = sched.pidle;
+  sched.pidle = pp;
+  sched.npidle.fetch_add(1, std::memory_order_seq_cst);
+}
+
+p* pidleget_locked() {
+  p* pp = sched.pidle;
+  if (!pp) return nullptr;
+  sched.pidle = pp->link;
+  pp->link = nullptr;
+  sched.npidle.fetch_sub(1, std::memory_order_seq_cst);
+  // sysmon sleeps while every P is idle; a P coming back to work needs it watching.
+  if (sched.sysmonwait.load(std::memory_order_relaxed)) {
+    sched.sysmonwait.store(false, std::memory_order_relaxed);
+    sched.sysmonnote.wakeup();
+  }
+  return pp;
+}
+
+void checkdead_locked();
+
+void mput_locked(m* mp) {
+  mp->schedlink = sched.midle;
+  sched.midle = mp;
+  sched.nmidle++;
+  checkdead_locked();
+}
+
+m* mget_locked() {
+  m* mp = sched.midle;
+  if (mp) {
+    sched.midle = mp->schedlink;
+    mp->schedlink = nullptr;
+    sched.nmidle--;
+  }
+  return mp;
+}
+
+void schedule_loop(m* mp);
+
+void* m_thread_main(void* arg) {
+  m* mp = static_cast<m*>(arg);
+  tls_m = mp;
+  mp->thread = pthread_self();
+  prctl(PR_SET_NAME, "weft-m", 0, 0, 0);
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    void* addr;
+    std::size_t size;
+    pthread_attr_getstack(&attr, &addr, &size);
+    mp->g0_lo = addr;
+    mp->g0_size = size;
+    pthread_attr_destroy(&attr);
+  }
+  mp->tsan_g0 = tsan_current_fiber();
+  signals_thread_init(mp);
+  p* pp = mp->nextp;
+  mp->nextp = nullptr;
+  acquirep(mp, pp);
+  schedule_loop(mp);
+  signals_thread_fini(mp);
+  tls_m = nullptr;
+  return nullptr;
+}
+
+// Creates an M (thread) that starts by owning pp. id was reserved under sched.mu.
+void newm(p* pp, bool spinning) {
+  m* mp = new m();
+  bool exhausted = false;
+  {
+    lock_guard l(sched.mu);
+    exhausted = sched.mcount >= sched.max_threads;
+    if (!exhausted) {
+      mp->id = sched.mnext++;
+      sched.mcount++;
+      sched.allm.push_back(mp);
+    }
+  }
+  if (exhausted) {
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "runtime: program exceeds %d-thread limit\n", sched.max_threads);
+    write_stderr(buf, std::strlen(buf));
+    fatal("thread exhaustion");
+  }
+  mp->rand = static_cast<uint64_t>(nanotime()) * 0x9E3779B97F4A7C15ULL + mp->id;
+  mp->nextp = pp;
+  mp->spinning = spinning;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 8u << 20);  // g0 runs blocking() calls: give them room
+  pthread_t th;
+  int rc = pthread_create(&th, &attr, m_thread_main, mp);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    std::fprintf(stderr, "runtime: failed to create new OS thread (%s)\n", std::strerror(rc));
+    fatal("newosproc");
+  }
+  lock_guard l(sched.mu);
+  mp->thread = th;
+}
+
+// Parks the M until startm hands it a P. Returns false if the runtime is stopping.
+bool stopm(m* mp) {
+  if (mp->pp) throw_("stopm: holding p");
+  if (mp->spinning) throw_("stopm: spinning");
+  {
+    lock_guard l(sched.mu);
+    mput_locked(mp);
+  }
+  mp->park.sleep();
+  mp->park.clear();
+  if (sched.stopping.load(std::memory_order_acquire)) {
+    if (mp->nextp) {
+      // Give the P back so the run's teardown sees every P idle.
+      lock_guard l(sched.mu);
+      pidleput_locked(mp->nextp);
+      mp->nextp = nullptr;
+    }
+    return false;
+  }
+  acquirep(mp, mp->nextp);
+  mp->nextp = nullptr;
+  return true;
+}
+
+void become_spinning(m* mp) {
+  mp->spinning = true;
+  sched.nmspinning.fetch_add(1, std::memory_order_seq_cst);
+}
+
+void reset_spinning(m* mp) {
+  mp->spinning = false;
+  int32_t n = sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst) - 1;
+  if (n < 0) throw_("findrunnable: negative nmspinning");
+  // We found work as the last spinner: make sure there is another one looking, so
+  // that a burst of new work keeps fanning out.
+  if (n == 0) wakep();
+}
+
+// ---------------------------------------------------------------------------------------
+// Deadlock detection.
+
+int64_t count_goroutines_locked_free() {
+  int64_t n = sched.foreign_gcount.load(std::memory_order_relaxed);
+  for (int32_t i = 0; i < sched.nprocs; i++) n += sched.allp[i].gcount.load(std::memory_order_relaxed);
+  return n;
+}
+
+// Called with sched.mu held whenever an M goes idle. If no M is running code, none is
+// blocked in the poller or in a blocking call, and no timer can fire, nothing can ever
+// wake any goroutine again.
+void checkdead_locked() {
+  if (sched.stopping.load(std::memory_order_relaxed)) return;
+  int32_t run = sched.mcount - sched.nmidle;
+  if (run > 0) return;
+  if (run < 0) throw_("checkdead: inconsistent counts");
+  for (int32_t i = 0; i < sched.nprocs; i++)
+    if (sched.allp[i].timers.first_when.load(std::memory_order_acquire) != 0) return;
+  if (poller->has_waiters()) return;
+  if (count_goroutines_locked_free() == 0) return;
+  sched.mu.release();  // the dump takes allg_lock, which orders before sched.mu
+  fatal("all goroutines are asleep - deadlock!");
+}
+
+// ---------------------------------------------------------------------------------------
+// Goroutine creation and exit.
+
+uint64_t next_goid(p* pp) {
+  if (pp) {
+    if (pp->goid_next == pp->goid_end) {
+      pp->goid_next = sched.goidgen.fetch_add(16, std::memory_order_relaxed);
+      pp->goid_end = pp->goid_next + 16;
+    }
+    return pp->goid_next++;
+  }
+  return sched.goidgen.fetch_add(1, std::memory_order_relaxed);
+}
+
+void allg_add(g* gp) {
+  lock_guard l(allg_lock);
+  gp->all_prev = nullptr;
+  gp->all_next = allg_head;
+  if (allg_head) allg_head->all_prev = gp;
+  allg_head = gp;
+}
+
+void allg_remove(g* gp) {
+  lock_guard l(allg_lock);
+  if (gp->all_prev)
+    gp->all_prev->all_next = gp->all_next;
+  else
+    allg_head = gp->all_next;
+  if (gp->all_next) gp->all_next->all_prev = gp->all_prev;
+  gp->all_next = gp->all_prev = nullptr;
+}
+
+g* new_g(std::size_t size_class) {
+  stack_slot s = stack_get(size_class);
+  char* top = s.lo + s.size;
+  auto* gp = ::new (static_cast<void*>(top - sizeof(g))) g();
+  gp->stack_lo = s.lo;
+  gp->stack_hi = reinterpret_cast<char*>(gp);
+  gp->slot_size = s.size;
+  gp->tsan_fiber = tsan_create_fiber();
+  set_status(gp, gstatus::dead);
+  allg_add(gp);
+  return gp;
+}
+
+// Releases a dead G and its stack to the stack pool.
+void free_g(g* gp) {
+  allg_remove(gp);
+  tsan_destroy_fiber(gp->tsan_fiber);
+  stack_slot s{gp->stack_lo, gp->slot_size};
+  gp->~g();
+  stack_put(s);
+}
+
+constexpr int32_t kGfreeLocalMax = 64;
+constexpr int32_t kGfreeGlobalMax = 4096;
+
+// Puts a dead G on pp's free list; overflow moves to the global list, and beyond its
+// cap the stacks go back to the kernel.
+void gfput(p* pp, g* gp) {
+  if (gp->slot_size != sched.stack_class || !pp) {
+    free_g(gp);
+    return;
+  }
+  gp->sched_link = pp->gfree;
+  pp->gfree = gp;
+  if (++pp->ngfree < kGfreeLocalMax) return;
+  g* release = nullptr;
+  {
+    lock_guard l(sched.gfree_mu);
+    while (pp->ngfree >= kGfreeLocalMax / 2) {
+      g* x = pp->gfree;
+      pp->gfree = x->sched_link;
+      pp->ngfree--;
+      if (sched.ngfree.load(std::memory_order_relaxed) < kGfreeGlobalMax) {
+        x->sched_link = sched.gfree;
+        sched.gfree = x;
+        sched.ngfree.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        x->sched_link = release;
+        release = x;
+      }
+    }
+  }
+  while (release) {
+    g* x = release;
+    release = x->sched_link;
+    free_g(x);
+  }
+}
+
+g* gfget(p* pp) {
+  if (pp && !pp->gfree && sched.ngfree.load(std::memory_order_relaxed) > 0) {
+    lock_guard l(sched.gfree_mu);
+    while (pp->ngfree < kGfreeLocalMax / 2 && sched.gfree) {
+      g* x = sched.gfree;
+      sched.gfree = x->sched_link;
+      sched.ngfree.fetch_sub(1, std::memory_order_relaxed);
+      x->sched_link = pp->gfree;
+      pp->gfree = x;
+      pp->ngfree++;
+    }
+  }
+  if (pp && pp->gfree) {
+    g* gp = pp->gfree;
+    pp->gfree = gp->sched_link;
+    pp->ngfree--;
+    gp->sched_link = nullptr;
+    return gp;
+  }
+  if (!pp) {
+    lock_guard l(sched.gfree_mu);
+    if (sched.gfree) {
+      g* gp = sched.gfree;
+      sched.gfree = gp->sched_link;
+      sched.ngfree.fetch_sub(1, std::memory_order_relaxed);
+      gp->sched_link = nullptr;
+      return gp;
+    }
+  }
+  return nullptr;
+}
+
+void gcount_add(p* pp, int64_t d) {
+  if (pp)
+    pp->gcount.store(pp->gcount.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
+  else
+    sched.foreign_gcount.fetch_add(d, std::memory_order_relaxed);
+}
+
+void g_entry(transfer_t t);
+
+// Runs on g0 after gp's function returned.
+void gdestroy(m* mp, g* gp) {
+  gp->mp.store(nullptr, std::memory_order_relaxed);
+  mp->curg.store(nullptr, std::memory_order_relaxed);
+  bool was_main = gp->is_main;
+  gp->is_main = false;
+  gp->labels = nullptr;
+  gp->param = nullptr;
+  gp->reason = wait_reason::none;
+  gp->ops = nullptr;
+  set_status(gp, gstatus::dead);
+  gcount_add(mp->pp, -1);
+#if defined(WEFT_ASAN)
+  // Frames that never returned (the entry and switch frames) leave shadow poison.
+  __asan_unpoison_memory_region(gp->stack_lo, gp->stack_hi - gp->stack_lo);
+#endif
+  gfput(mp->pp, gp);
+  if (was_main) {
+    sched.stopping.store(true, std::memory_order_seq_cst);
+    // Wake everyone so they notice.
+    {
+      lock_guard l(sched.mu);
+      for (m* x : sched.allm) x->park.wakeup();
+    }
+    poller->wake();
+    sched.sysmonnote.wakeup();
+    {
+      lock_guard l(allg_lock);
+      for (g* x = allg_head; x; x = x->all_next)
+        if (x->status.load(std::memory_order_relaxed) == gstatus::running &&
+            !x->preempt.exchange(true))
+          preempt_requests.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The goroutine side of a switch.
+
+void clear_preempt(g* gp) {
+  if (gp->preempt.exchange(false, std::memory_order_relaxed))
+    preempt_requests.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// Switches from goroutine gp to its M's g0 with request r. Returns when gp is resumed,
+// possibly on another M.
+[[gnu::noinline]] void mcall(g* gp, switch_req* r) {
+  m* mp = gp->mp.load(std::memory_order_relaxed);
+  if (gp->preempt.load(std::memory_order_relaxed)) {
+    // Honour a pending preemption at every switch: the slice ends here.
+    clear_preempt(gp);
+    mp->pp->inherit_chain = kInheritCap;
+  }
+  void** fake = r->kind == req_kind::exit ? nullptr : &gp->asan_fake_stack;
+  transfer_t t = switch_to(mp->g0ctx, r, fake, fiber_target{mp->g0_lo, mp->g0_size, mp->tsan_g0});
+  m* nmp = static_cast<m*>(t.data);
+  nmp->g0ctx = t.fctx;
+}
+
+}  // namespace
+
+uintptr_t g_entry_address() { return reinterpret_cast<uintptr_t>(&g_entry); }
+
+namespace {
+
+void g_entry(transfer_t t) {
+  fiber_entered();
+  m* mp = static_cast<m*>(t.data);
+  mp->g0ctx = t.fctx;
+  g* gp = mp->curg.load(std::memory_order_relaxed);
+  // No try/catch here on purpose: an escaping exception finds no handler, so the
+  // unwinder calls std::terminate with the throwing frames still on the stack, and the
+  // panic handler prints them (Go prints the panicking goroutine's stack too).
+  gp->ops->invoke(gp->fn);
+  gp->ops->destroy(gp->fn);
+  if (gp->fn != gp->fn_buf) ::operator delete(gp->fn, std::align_val_t{alignof(std::max_align_t)});
+  gp->fn = nullptr;
+  switch_req r{req_kind::exit};
+  mcall(gp, &r);
+  __builtin_unreachable();
+}
+
+// ---------------------------------------------------------------------------------------
+// The g0 side: running a goroutine and carrying out its request.
+
+void run_blocking(m* mp, g* gp, switch_req* r);
+
+// Runs gp until it switches out, then carries out what it asked for.
+void execute(m* mp, g* gp, bool inherit) {
+  for (;;) {
+    p* pp = mp->pp;
+    if (inherit) {
+      pp->inherit_chain++;
+    } else {
+      pp->inherit_chain = 0;
+      pp->schedtick.store(pp->schedtick.load(std::memory_order_relaxed) + 1,
+                          std::memory_order_relaxed);
+    }
+    pp->nexecuted.store(pp->nexecuted.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    gp->mp.store(mp, std::memory_order_relaxed);
+    mp->curg.store(gp, std::memory_order_relaxed);
+    // seq_cst: pairs with the dumper's store to `tracing` (see traceback.cc). Either the
+    // dumper sees `running` and leaves the stack alone, or we wait for it to finish.
+    gp->status.exchange(gstatus::running, std::memory_order_seq_cst);
+    while (gp->tracing.load(std::memory_order_acquire)) cpu_relax();
+    transfer_t t = switch_to(gp->ctx, mp, &mp->g0_fake_stack,
+                             fiber_target{gp->stack_lo, static_cast<std::size_t>(gp->stack_hi - gp->stack_lo),
+                                          gp->tsan_fiber});
+    gp->ctx = t.fctx;
+    auto* r = static_cast<switch_req*>(t.data);
+    switch (r->kind) {
+      case req_kind::park: {
+        gp->mp.store(nullptr, std::memory_order_relaxed);
+        mp->curg.store(nullptr, std::memory_order_relaxed);
+        set_status(gp, gstatus::waiting);
+        if (r->commit && !r->commit(gp, r->arg)) {
+          inherit = true;  // park abandoned: resume at once
+          continue;
+        }
+        return;  // gp may already be running elsewhere: do not touch it
+      }
+      case req_kind::yield:
+        gp->mp.store(nullptr, std::memory_order_relaxed);
+        mp->curg.store(nullptr, std::memory_order_relaxed);
+        set_status(gp, gstatus::runnable);
+        runqput(pp, gp, false);
+        return;
+      case req_kind::preempt: {
+        gp->mp.store(nullptr, std::memory_order_relaxed);
+        mp->curg.store(nullptr, std::memory_order_relaxed);
+        set_status(gp, gstatus::runnable);
+        {
+          lock_guard l(sched.mu);
+          globrunqput_locked(gp);
+        }
+        store_load_fence();
+        wakep();
+        return;
+      }
+      case req_kind::exit:
+        gdestroy(mp, gp);
+        return;
+      case req_kind::blocking:
+        run_blocking(mp, gp, r);
+        if (mp->curg.load(std::memory_order_relaxed) == gp) {
+          inherit = true;
+          continue;  // got a P back: resume the caller
+        }
+        return;
+    }
+  }
+}
+
+// entersyscall; fn(); exitsyscall (Go's names), on g0 with gp's state saved.
+void run_blocking(m* mp, g* gp, switch_req* r) {
+  p* pp = mp->pp;
+  set_status(gp, gstatus::syscall);
+  pp->syscalltick.fetch_add(1, std::memory_order_relaxed);
+  pp->status.store(pstatus::syscall, std::memory_order_seq_cst);
+  if (sched.sysmonwait.load(std::memory_order_relaxed)) {
+    lock_guard l(sched.mu);
+    if (sched.sysmonwait.load(std::memory_order_relaxed)) {
+      sched.sysmonwait.store(false, std::memory_order_relaxed);
+      sched.sysmonnote.wakeup();
+    }
+  }
+  try {
+    r->fn(r->arg);
+  } catch (...) {
+    *r->error = std::current_exception();
+  }
+  // Fast path: our P is still ours.
+  pstatus expect = pstatus::syscall;
+  if (pp->status.compare_exchange_strong(expect, pstatus::running, std::memory_order_acq_rel)) {
+    pp->syscalltick.fetch_add(1, std::memory_order_relaxed);
+    return;  // curg still gp: execute() resumes it
+  }
+  // sysmon handed our P to someone else. Any idle P will do.
+  mp->pp = nullptr;
+  p* np;
+  {
+    lock_guard l(sched.mu);
+    np = pidleget_locked();
+  }
+  if (np) {
+    acquirep(mp, np);
+    return;
+  }
+  // No P: queue gp globally and park this thread.
+  gp->mp.store(nullptr, std::memory_order_relaxed);
+  mp->curg.store(nullptr, std::memory_order_relaxed);
+  set_status(gp, gstatus::runnable);
+  {
+    lock_guard l(sched.mu);
+    globrunqput_locked(gp);
+  }
+  if (stopm(mp)) return;
+  // Stopping: leave the loop with no P; the caller sees curg != gp.
+}
+
+// ---------------------------------------------------------------------------------------
+// find_runnable.
+
+// Returns the earliest timer deadline over all Ps (0: none).
+int64_t earliest_timer() {
+  int64_t next = 0;
+  for (int32_t i = 0; i < sched.nprocs; i++) {
+    int64_t w = sched.allp[i].timers.first_when.load(std::memory_order_acquire);
+    if (w != 0 && (next == 0 || w < next)) next = w;
+  }
+  return next;
+}
+
+g* steal_work(m* mp, int64_t& now, int64_t& poll_until, bool* inherit, bool* new_work) {
+  p* pp = mp->pp;
+  *new_work = false;
+  const uint32_t n = static_cast<uint32_t>(sched.nprocs);
+  constexpr int kStealTries = 4;
+  for (int i = 0; i < kStealTries; i++) {
+    bool last = i == kStealTries - 1;
+    // Random start and a stride coprime with n visit every P once, in random order.
+    uint32_t start = fastrand(mp) % n;
+    uint32_t stride = 1;
+    if (n > 1) {
+      stride = fastrand(mp) % n;
+      if (stride == 0) stride = 1;
+      while (gcd(stride, n) != 1) stride = stride % (n - 1) + 1;
+    }
+    for (uint32_t k = 0, idx = start; k < n; k++, idx = (idx + stride) % n) {
+      if (sched.stopping.load(std::memory_order_relaxed)) return nullptr;
+      p* p2 = &sched.allp[idx];
+      if (p2 == pp) continue;
+      if (last && p2->timers.first_when.load(std::memory_order_acquire) != 0) {
+        bool ran = false;
+        int64_t w = check_timers(p2, now, &ran);
+        if (w != 0 && (poll_until == 0 || w < poll_until)) poll_until = w;
+        if (ran) {
+          // Timers readied goroutines onto our queue.
+          if (g* gp = runqget(pp, inherit)) return gp;
+          *new_work = true;
+        }
+      }
+      if (p2->status.load(std::memory_order_acquire) != pstatus::idle || !runq_empty(p2)) {
+        if (g* gp = runqsteal(pp, p2, last)) {
+          *inherit = false;
+          return gp;
+        }
+      }
+    }
+  }
+  return nullptr;
+}
+
+// Finds a runnable goroutine; blocks the M if there is none. Returns null when the
+// runtime is stopping. On return mp holds a P.
+g* find_runnable(m* mp, bool* inherit) {
+top:
+  if (sched.stopping.load(std::memory_order_acquire)) return nullptr;
+  p* pp = mp->pp;
+  int64_t now = 0;
+  bool ran = false;
+  int64_t poll_until = check_timers(pp, now, &ran);
+
+  // Fairness: every 61st schedule look at the global queue first.
+  if (pp->schedtick.load(std::memory_order_relaxed) % 61 == 0 &&
+      sched.runqsize.load(std::memory_order_relaxed) > 0) {
+    lock_guard l(sched.mu);
+    if (g* gp = globrunqget_locked(pp, 1)) {
+      *inherit = false;
+      return gp;
+    }
+  }
+  if (g* gp = runqget(pp, inherit)) return gp;
+  if (sched.runqsize.load(std::memory_order_relaxed) > 0) {
+    lock_guard l(sched.mu);
+    if (g* gp = globrunqget_locked(pp, 0)) {
+      *inherit = false;
+      return gp;
+    }
+  }
+  // Non-blocking poll: an optimization before stealing.
+  if (poller->has_waiters() && sched.lastpoll.load(std::memory_order_relaxed) != 0) {
+    int32_t n = 0;
+    if (g* list = poller->poll(0, &n)) {
+      g* gp = list;
+      inject_glist(list->sched_link, n - 1);
+      set_status(gp, gstatus::runnable);
+      *inherit = false;
+      return gp;
+    }
+  }
+  // Steal, unless enough Ms are already spinning (at most half the busy Ps).
+  int32_t busy = sched.nprocs - sched.npidle.load(std::memory_order_relaxed);
+  if (mp->spinning || 2 * sched.nmspinning.load(std::memory_order_relaxed) < busy) {
+    if (!mp->spinning) become_spinning(mp);
+    bool new_work = false;
+    if (g* gp = steal_work(mp, now, poll_until, inherit, &new_work)) return gp;
+    if (new_work) goto top;
+  }
+
+  // Nothing to do: give up the P.
+  {
+    lock_guard l(sched.mu);
+    if (sched.stopping.load(std::memory_order_relaxed)) return nullptr;
+    if (sched.runqsize.load(std::memory_order_relaxed) != 0) {
+      g* gp = globrunqget_locked(pp, 0);
+      *inherit = false;
+      return gp;
+    }
+    releasep(mp);
+    pidleput_locked(pp);
+  }
+  bool was_spinning = mp->spinning;
+  if (mp->spinning) {
+    mp->spinning = false;
+    if (sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst) - 1 < 0)
+      throw_("findrunnable: negative nmspinning");
+    // The other half of the lost-wakeup protocol: work submitted while we were
+    // spinning saw us spinning and did not wake anyone. Look once more.
+    for (int32_t i = 0; i < sched.nprocs; i++) {
+      if (!runq_empty(&sched.allp[i])) {
+        p* np;
+        {
+          lock_guard l(sched.mu);
+          np = pidleget_locked();
+        }
+        if (np) {
+          acquirep(mp, np);
+          become_spinning(mp);
+          goto top;
+        }
+        break;
+      }
+    }
+  }
+  {
+    int64_t w = earliest_timer();
+    if (w != 0 && (poll_until == 0 || w < poll_until)) poll_until = w;
+  }
+
+  // Block in the poller until the nearest timer, if nobody else is.
+  if ((poller->has_waiters() || poll_until != 0) &&
+      sched.lastpoll.exchange(0, std::memory_order_seq_cst) != 0) {
+    sched.poll_until.store(poll_until, std::memory_order_seq_cst);
+    if (mp->pp) throw_("findrunnable: netpoll with p");
+    if (mp->spinning) throw_("findrunnable: netpoll with spinning");
+    now = nanotime();
+    int64_t delay = -1;
+    if (poll_until != 0) delay = poll_until > now ? poll_until - now : 0;
+    int32_t n = 0;
+    g* list = poller->poll(delay, &n);
+    now = nanotime();
+    sched.poll_until.store(0, std::memory_order_relaxed);
+    sched.lastpoll.store(now, std::memory_order_seq_cst);
+    p* np;
+    {
+      lock_guard l(sched.mu);
+      np = sched.stopping.load(std::memory_order_relaxed) ? nullptr : pidleget_locked();
+    }
+    if (!np) {
+      inject_glist(list, n);
+    } else {
+      acquirep(mp, np);
+      if (list) {
+        g* gp = list;
+        inject_glist(list->sched_link, n - 1);
+        set_status(gp, gstatus::runnable);
+        *inherit = false;
+        return gp;
+      }
+      if (was_spinning) become_spinning(mp);
+      goto top;
+    }
+  } else if (poll_until != 0) {
+    int64_t pu = sched.poll_until.load(std::memory_order_seq_cst);
+    if (pu == 0 || pu > poll_until) poller->wake();
+  }
+  if (!stopm(mp)) return nullptr;
+  goto top;
+}
+
+void schedule_loop(m* mp) {
+  for (;;) {
+    bool inherit = false;
+    g* gp = find_runnable(mp, &inherit);
+    if (!gp) break;
+    if (mp->spinning) reset_spinning(mp);
+    execute(mp, gp, inherit);
+  }
+  if (mp->spinning) {
+    mp->spinning = false;
+    sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  if (mp->pp) {
+    p* pp = releasep(mp);
+    lock_guard l(sched.mu);
+    // Teardown drains queues itself; don't trip pidleput's emptiness check.
+    pp->link = sched.pidle;
+    sched.pidle = pp;
+    sched.npidle.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The built-in poller: sleeps until the nearest timer, or until woken.
+
+std::atomic<uint32_t> g_sleeper_key{0};
+
+void sleeper_init() {}
+g* sleeper_poll(int64_t delay, int32_t* n) {
+  *n = 0;
+  if (delay == 0) return nullptr;
+  if (g_sleeper_key.exchange(0, std::memory_order_acquire) != 0) return nullptr;
+  if (delay < 0) {
+    futex_wait(&g_sleeper_key, 0, nullptr);
+  } else {
+    timespec ts{static_cast<time_t>(delay / 1000000000), static_cast<long>(delay % 1000000000)};
+    futex_wait(&g_sleeper_key, 0, &ts);
+  }
+  g_sleeper_key.store(0, std::memory_order_relaxed);
+  return nullptr;
+}
+void sleeper_wake() {
+  if (g_sleeper_key.exchange(1, std::memory_order_release) == 0) futex_wake(&g_sleeper_key, 1);
+}
+bool sleeper_has_waiters() { return false; }
+
+const poller_ops g_sleeper{sleeper_init, sleeper_poll, sleeper_wake, sleeper_has_waiters};
+
+m* g_m0 = nullptr;
+std::atomic<int64_t> g_abandoned{0};  // goroutines left behind by the last run()
+
+}  // namespace
+
+const poller_ops* poller = &g_sleeper;
+
+void install_poller(const poller_ops* ops) {
+  ops->init();
+  poller = ops;
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared entry points.
+
+m* getm() { return tls_m; }
+g* getg() {
+  m* mp = tls_m;
+  return mp ? mp->curg.load(std::memory_order_relaxed) : nullptr;
+}
+
+int64_t nanotime() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+int64_t nanotime_coarse() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+bool runq_empty(p* pp) {
+  // Read head, tail, runnext, then tail again: a runqput that moves runnext to the
+  // ring between our reads must not make us report empty.
+  for (;;) {
+    uint32_t h = pp->runq_head.load(std::memory_order_acquire);
+    uint32_t t = pp->runq_tail.load(std::memory_order_acquire);
+    g* next = pp->runnext.load(std::memory_order_acquire);
+    if (pp->runq_tail.load(std::memory_order_acquire) == t) return h == t && next == nullptr;
+  }
+}
+
+void globrunqput_batch_locked(g* head, g* tail, int32_t n) {
+  tail->sched_link = nullptr;
+  if (sched.runq_tail)
+    sched.runq_tail->sched_link = head;
+  else
+    sched.runq_head = head;
+  sched.runq_tail = tail;
+  sched.runqsize.fetch_add(n, std::memory_order_relaxed);
+}
+
+uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool steal_runnext) {
+  for (;;) {
+    uint32_t h = pp->runq_head.load(std::memory_order_acquire);
+    uint32_t t = pp->runq_tail.load(std::memory_order_acquire);
+    uint32_t n = t - h;
+    n = n - n / 2;
+    if (n == 0) {
+      if (steal_runnext) {
+        g* next = pp->runnext.load(std::memory_order_acquire);
+        if (next) {
+          if (pp->status.load(std::memory_order_relaxed) == pstatus::running) {
+            // The victim is probably about to run it itself (a synchronous hand-off
+            // takes ~50ns); give it ~3us before taking it away.
+            int64_t until = nanotime() + 3000;
+            while (nanotime() < until) cpu_relax();
+          }
+          if (!pp->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acq_rel)) continue;
+          batch[batch_head % kRunqSize].store(next, std::memory_order_relaxed);
+          return 1;
+        }
+      }
+      return 0;
+    }
+    if (n > kRunqSize / 2) continue;  // read an inconsistent h and t
+    for (uint32_t i = 0; i < n; i++)
+      batch[(batch_head + i) % kRunqSize].store(pp->runq[(h + i) % kRunqSize].load(std::memory_order_relaxed),
+                                                std::memory_order_relaxed);
+    if (pp->runq_head.compare_exchange_strong(h, h + n, std::memory_order_acq_rel)) return n;
+  }
+}
+
+void wakep() {
+  if (sched.npidle.load(std::memory_order_seq_cst) == 0) return;
+  int32_t zero = 0;
+  if (sched.nmspinning.load(std::memory_order_seq_cst) != 0 ||
+      !sched.nmspinning.compare_exchange_strong(zero, 1, std::memory_order_seq_cst))
+    return;
+  startm(nullptr, true);
+}
+
+void startm(p* pp, bool spinning) {
+  m* nmp;
+  {
+    lock_guard l(sched.mu);
+    if (!pp) {
+      pp = sched.stopping.load(std::memory_order_relaxed) ? nullptr : pidleget_locked();
+      if (!pp) {
+        if (spinning) sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst);
+        return;
+      }
+    }
+    nmp = mget_locked();
+    if (nmp) {
+      nmp->spinning = spinning;
+      nmp->nextp = pp;
+    }
+  }
+  if (!nmp) {
+    newm(pp, spinning);
+    return;
+  }
+  nmp->park.wakeup();
+}
+
+void handoffp(p* pp) {
+  if (!runq_empty(pp) || sched.runqsize.load(std::memory_order_relaxed) != 0) {
+    startm(pp, false);
+    return;
+  }
+  // No local work. If nobody spins or idles, start a spinner so the P is not wasted.
+  int32_t zero = 0;
+  if (sched.nmspinning.load() + sched.npidle.load() == 0 &&
+      sched.nmspinning.compare_exchange_strong(zero, 1)) {
+    startm(pp, true);
+    return;
+  }
+  int64_t when = 0;
+  bool keep_running = false;
+  {
+    lock_guard l(sched.mu);
+    // Global work, or this is the last P and nobody polls: keep it running.
+    keep_running = sched.runqsize.load(std::memory_order_relaxed) != 0 ||
+                   (sched.npidle.load() == sched.nprocs - 1 && sched.lastpoll.load() != 0);
+    if (!keep_running) {
+      when = pp->timers.first_when.load(std::memory_order_acquire);
+      pidleput_locked(pp);
+    }
+  }
+  if (keep_running) {
+    startm(pp, false);
+    return;
+  }
+  if (when != 0) wake_net_poller(when);
+}
+
+// Makes a list of goroutines runnable (from the poller or sysmon): as many go to the
+// global queue as there are idle Ps, each with an M started; the rest go to our P.
+void inject_glist(g* head, int32_t n) {
+  if (!head || n <= 0) return;
+  for (g* x = head; x; x = x->sched_link) set_status(x, gstatus::runnable);
+  m* mp = getm();
+  p* pp = mp ? mp->pp : nullptr;
+  if (!pp || sched.stopping.load(std::memory_order_relaxed)) {
+    g* tail = head;
+    while (tail->sched_link) tail = tail->sched_link;
+    {
+      lock_guard l(sched.mu);
+      globrunqput_batch_locked(head, tail, n);
+    }
+    int32_t idle = sched.npidle.load();
+    for (int32_t i = 0; i < n && i < idle; i++) startm(nullptr, false);
+    return;
+  }
+  int32_t idle = sched.npidle.load();
+  if (idle > 0) {
+    g* h = head;
+    g* t = head;
+    int32_t k = 1;
+    while (k < idle && k < n && t->sched_link) {
+      t = t->sched_link;
+      k++;
+    }
+    head = t->sched_link;
+    n -= k;
+    {
+      lock_guard l(sched.mu);
+      globrunqput_batch_locked(h, t, k);
+    }
+    for (int32_t i = 0; i < k; i++) startm(nullptr, false);
+  }
+  while (head) {
+    g* x = head;
+    head = head->sched_link;
+    x->sched_link = nullptr;
+    runqput(pp, x, false);
+  }
+}
+
+void wake_net_poller(int64_t when) {
+  if (sched.lastpoll.load(std::memory_order_seq_cst) == 0) {
+    int64_t pu = sched.poll_until.load(std::memory_order_seq_cst);
+    if (pu == 0 || pu > when) poller->wake();
+  } else {
+    wakep();
+  }
+}
+
+void ready_g(g* gp, bool next) {
+  gstatus expect = gstatus::waiting;
+  if (!gp->status.compare_exchange_strong(expect, gstatus::runnable, std::memory_order_acq_rel))
+    throw_("ready: goroutine is not waiting");
+  m* mp = getm();
+  p* pp = mp ? mp->pp : nullptr;
+  if (pp && mp->pp->mp.load(std::memory_order_relaxed) == mp &&
+      pp->status.load(std::memory_order_relaxed) == pstatus::running) {
+    runqput(pp, gp, next);
+  } else {
+    lock_guard l(sched.mu);
+    globrunqput_locked(gp);
+  }
+  store_load_fence();
+  wakep();
+}
+
+void preempt_one(p* pp) {
+  m* mp = pp->mp.load(std::memory_order_acquire);
+  if (mp) {
+    g* gp = mp->curg.load(std::memory_order_acquire);
+    if (gp && gp->status.load(std::memory_order_acquire) == gstatus::running &&
+        !gp->preempt.exchange(true))
+      preempt_requests.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (pp->status.load(std::memory_order_acquire) != pstatus::running) return;
+  // The P is hogged: move its other runnable goroutines where they can run.
+  std::atomic<g*> tmp[kRunqSize];
+  int32_t moved = 0;
+  for (;;) {
+    uint32_t n = runq_grab(pp, tmp, 0, true);
+    if (n == 0) break;
+    g* head = tmp[0].load(std::memory_order_relaxed);
+    g* tail = head;
+    for (uint32_t i = 1; i < n; i++) {
+      g* x = tmp[i].load(std::memory_order_relaxed);
+      tail->sched_link = x;
+      tail = x;
+    }
+    {
+      lock_guard l(sched.mu);
+      globrunqput_batch_locked(head, tail, static_cast<int32_t>(n));
+    }
+    moved += static_cast<int32_t>(n);
+  }
+  for (int32_t i = 0; i < moved && sched.npidle.load() > 0; i++) startm(nullptr, false);
+}
+
+int32_t current_p_id() {
+  m* mp = getm();
+  return mp && mp->pp ? mp->pp->id : -1;
+}
+
+int64_t abandoned_goroutines() { return g_abandoned.load(std::memory_order_relaxed); }
+
+int64_t count_goroutines() {
+  if (!sched.running.load(std::memory_order_acquire)) return 0;
+  return count_goroutines_locked_free();
+}
+
+// ---------------------------------------------------------------------------------------
+// Public API.
+
+spawn_slot prepare_g(std::size_t stack_size, std::size_t fn_size, std::size_t fn_align) {
+  if (sched.stack_class == 0) configure(options{});
+  std::size_t cls = stack_size != 0 ? stack_size_class(stack_size + sizeof(g)) : sched.stack_class;
+  m* mp = getm();
+  p* pp = mp ? mp->pp : nullptr;
+  g* gp = cls == sched.stack_class ? gfget(pp) : nullptr;
+  if (!gp) gp = new_g(cls);
+  void* storage;
+  if (fn_size <= kInlineTaskBytes && fn_align <= 16) {
+    storage = gp->fn_buf;
+  } else {
+    storage = ::operator new(fn_size, std::align_val_t{alignof(std::max_align_t)});
+    if (fn_align > alignof(std::max_align_t)) throw_("go: callable is over-aligned");
+  }
+  gp->fn = storage;
+  return spawn_slot{gp, storage};
+}
+
+void discard_g(g* gp) {
+  if (gp->fn != gp->fn_buf) ::operator delete(gp->fn, std::align_val_t{alignof(std::max_align_t)});
+  gp->fn = nullptr;
+  m* mp = getm();
+  gfput(mp ? mp->pp : nullptr, gp);
+}
+
+void start_g(g* gp, const task_ops* ops) {
+  gp->create_pc = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
+  if (!sched.running.load(std::memory_order_acquire)) throw_("go: runtime is not running");
+  gp->ops = ops;
+  g* cur = getg();
+  gp->parent_id = cur ? cur->id : 0;
+  m* mp = getm();
+  p* pp = mp ? mp->pp : nullptr;
+  if (pp && pp->mp.load(std::memory_order_relaxed) != mp) pp = nullptr;
+  gp->id = next_goid(pp);
+  gp->ctx = boost::context::detail::make_fcontext(gp->stack_hi, gp->stack_hi - gp->stack_lo, g_entry);
+  set_status(gp, gstatus::runnable);
+  gcount_add(pp, 1);
+  if (pp) {
+    runqput(pp, gp, true);
+  } else {
+    lock_guard l(sched.mu);
+    globrunqput_locked(gp);
+  }
+  store_load_fence();
+  wakep();
+  if (cur) weft::preempt_check();
+}
+
+void preempt_check_slow() {
+  g* gp = getg();
+  if (!gp || !gp->preempt.load(std::memory_order_relaxed)) return;
+  switch_req r{req_kind::preempt};
+  mcall(gp, &r);
+}
+
+bool runtime_active() { return sched.running.load(std::memory_order_acquire); }
+
+void blocking_call(void (*fn)(void*), void* arg) {
+  g* gp = getg();
+  if (!gp) {
+    fn(arg);
+    return;
+  }
+  std::exception_ptr err;
+  switch_req r{req_kind::blocking};
+  r.fn = fn;
+  r.arg = arg;
+  r.error = &err;
+  mcall(gp, &r);
+  if (err) std::rethrow_exception(err);
+}
+
+namespace {
+
+void run_teardown();
+
+}  // namespace
+
+void configure(const options& opts) {
+  if (sched.running.load()) throw_("run: the runtime is already running");
+  if (getm()) throw_("run: called from a goroutine");
+  std::size_t usable = opts.stack_size != 0 ? opts.stack_size : env_stack_size();
+  sched.stack_class = stack_size_class(usable + sizeof(g));
+  sched.max_threads = opts.max_threads > 0 ? opts.max_threads : 10000;
+  sched.schedtrace_ms = env_schedtrace_ms();
+}
+
+void run_main(g* gp, const options& opts) {
+  if (sched.running.load()) throw_("run: the runtime is already running");
+  if (getm()) throw_("run: called from a goroutine");
+  int nprocs = opts.max_procs > 0 ? opts.max_procs : env_max_procs();
+  sched.nprocs = nprocs;
+  sched.allp = new p[nprocs];
+  sched.stopping.store(false);
+  sched.goidgen.store(2);
+  sched.foreign_gcount.store(0);
+  sched.lastpoll.store(nanotime());
+  sched.poll_until.store(0);
+  sched.mcount = 0;
+  sched.midle = nullptr;
+  sched.nmidle = 0;
+  sched.mnext = 0;
+  sched.allm.clear();
+  sched.nmspinning.store(0);
+  sched.npidle.store(0);
+  sched.pidle = nullptr;
+  preempt_requests.store(0);
+  for (int i = nprocs - 1; i >= 0; i--) {
+    sched.allp[i].id = i;
+    lock_guard l(sched.mu);
+    pidleput_locked(&sched.allp[i]);
+  }
+  signals_init();
+
+  // M0 is the calling thread.
+  m* m0 = new m();
+  g_m0 = m0;
+  m0->is_m0 = true;
+  m0->id = sched.mnext++;
+  m0->rand = static_cast<uint64_t>(nanotime()) | 1;
+  m0->thread = pthread_self();
+  m0->tsan_g0 = tsan_current_fiber();
+  {
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+      void* addr;
+      std::size_t size;
+      pthread_attr_getstack(&attr, &addr, &size);
+      m0->g0_lo = addr;
+      m0->g0_size = size;
+      pthread_attr_destroy(&attr);
+    }
+  }
+  sched.mcount = 1;
+  sched.allm.push_back(m0);
+  tls_m = m0;
+  signals_thread_init(m0);
+
+  p* p0;
+  {
+    lock_guard l(sched.mu);
+    p0 = pidleget_locked();
+  }
+  acquirep(m0, p0);
+
+  gp->id = 1;
+  gp->is_main = true;
+  gp->parent_id = 0;
+  gp->create_pc = 0;
+  gp->ctx = boost::context::detail::make_fcontext(gp->stack_hi, gp->stack_hi - gp->stack_lo, g_entry);
+  set_status(gp, gstatus::runnable);
+  p0->gcount.store(1);
+  runqput(p0, gp, true);
+  sched.running.store(true, std::memory_order_release);
+  sysmon_start();
+
+  schedule_loop(m0);
+  run_teardown();
+  signals_thread_fini(m0);
+  tls_m = nullptr;
+}
+
+namespace {
+
+void run_teardown() {
+  // Wait for the other Ms. They leave their loops once they reach the scheduler; an M
+  // inside a blocking call or a goroutine that never passes a check point delays this.
+  std::vector<m*> ms;
+  {
+    lock_guard l(sched.mu);
+    ms = sched.allm;
+  }
+  for (m* x : ms) {
+    if (x->is_m0) continue;
+    x->park.wakeup();
+    pthread_join(x->thread, nullptr);
+  }
+  sysmon_stop();
+  sched.running.store(false, std::memory_order_release);
+
+  // Drop pending timers (they belong to goroutines that will never run again).
+  for (int32_t i = 0; i < sched.nprocs; i++) {
+    timer_heap& th = sched.allp[i].timers;
+    lock_guard l(th.mu);
+    std::vector<timer*> dropped;
+    dropped.swap(th.heap);
+    th.publish_locked();
+    th.mu.release();
+    for (timer* t : dropped) {
+      t->owner.store(nullptr, std::memory_order_relaxed);
+      t->idx = -1;
+      if (t->drop) t->drop(t, t->arg);
+    }
+    th.mu.acquire();
+  }
+  // Cached dead Gs move to the global cache for the next run.
+  for (int32_t i = 0; i < sched.nprocs; i++) {
+    p* pp = &sched.allp[i];
+    while (pp->gfree) {
+      g* x = pp->gfree;
+      pp->gfree = x->sched_link;
+      lock_guard l(sched.gfree_mu);
+      x->sched_link = sched.gfree;
+      sched.gfree = x;
+      sched.ngfree.fetch_add(1, std::memory_order_relaxed);
+    }
+    pp->ngfree = 0;
+  }
+  // Goroutines still alive are abandoned, as at the exit of a Go program: their
+  // stacks are released without unwinding.
+  std::vector<g*> abandoned;
+  {
+    lock_guard l(allg_lock);
+    for (g* x = allg_head; x; x = x->all_next) {
+      gstatus s = x->status.load();
+      if (s != gstatus::dead && s != gstatus::idle) abandoned.push_back(x);
+    }
+  }
+  g_abandoned.store(static_cast<int64_t>(abandoned.size()), std::memory_order_relaxed);
+  for (g* x : abandoned) {
+    set_status(x, gstatus::dead);
+    if (x->fn && x->fn != x->fn_buf) ::operator delete(x->fn, std::align_val_t{alignof(std::max_align_t)});
+    x->fn = nullptr;
+    x->asan_fake_stack = nullptr;
+    free_g(x);
+  }
+  sched.runq_head = sched.runq_tail = nullptr;
+  sched.runqsize.store(0);
+  // The next run() may pick another default stack size.
+  sched.stack_class = 0;
+  while (sched.gfree) {
+    g* x = sched.gfree;
+    sched.gfree = x->sched_link;
+    free_g(x);
+  }
+  sched.ngfree.store(0);
+  for (m* x : ms) delete x;
+  sched.allm.clear();
+  delete[] sched.allp;
+  sched.allp = nullptr;
+  sched.nprocs = 0;
+  g_m0 = nullptr;
+}
+
+}  // namespace
+
+}  // namespace weft::detail
+
+namespace weft {
+
+using namespace detail;
+
+void park(wait_reason reason, park_commit commit, void* arg) {
+  g* gp = getg();
+  if (!gp) throw_("park: not on a goroutine");
+  gp->reason = reason;
+  gp->wait_since.store(nanotime_coarse(), std::memory_order_relaxed);
+  switch_req r{req_kind::park};
+  r.commit = commit;
+  r.arg = arg;
+  mcall(gp, &r);
+}
+
+void ready(goroutine_ref gp) { ready_g(gp, true); }
+
+goroutine_ref current_goroutine() { return getg(); }
+
+uint64_t goroutine_id() {
+  g* gp = getg();
+  return gp ? gp->id : 0;
+}
+
+void yield() {
+  g* gp = getg();
+  if (!gp) {
+    sched_yield();
+    return;
+  }
+  switch_req r{req_kind::yield};
+  mcall(gp, &r);
+}
+
+int64_t num_goroutine() { return count_goroutines(); }
+
+int max_procs() { return sched.running.load() ? sched.nprocs : 0; }
+
+}  // namespace weft

@@ -1,0 +1,178 @@
+// sysmon: the runtime's watchdog thread. It runs without a P, so it keeps working when
+// every P is busy or stuck.
+//
+// Each tick it:
+//   - polls the network if nobody has for 10 ms (a busy scheduler may not get to it);
+//   - starts an M if a timer is overdue (its P may be hogged);
+//   - retakes Ps whose M has been in a blocking call for a tick while work waits, and
+//     asks a goroutine that has held its P for 10 ms to yield at its next check point,
+//     moving that P's other runnable goroutines to where they can run;
+//   - prints the schedtrace line when WEFTDEBUG=schedtrace=N asks for it.
+// Cadence (Go's): sleep 20 us; after 1 ms without anything to do, double the sleep up to
+// 10 ms. While every P is idle it sleeps on a note until a P is taken again (pidleget
+// wakes it) or the nearest timer is due, so an idle process costs no CPU.
+#include <pthread.h>
+#include <sys/prctl.h>
+
+#include <cstdio>
+#include <string>
+
+#include "runtime/internal/sched.h"
+
+namespace weft::detail {
+namespace {
+
+int retake(int64_t now) {
+  int n = 0;
+  for (int32_t i = 0; i < sched.nprocs; i++) {
+    p* pp = &sched.allp[i];
+    pstatus s = pp->status.load(std::memory_order_acquire);
+    bool sysretake = false;
+    if (s == pstatus::running || s == pstatus::syscall) {
+      // Has the P run the same G (or an inherited chain) for a whole slice?
+      uint32_t t = pp->schedtick.load(std::memory_order_relaxed);
+      if (pp->sm_schedtick != t) {
+        pp->sm_schedtick = t;
+        pp->sm_schedwhen = now;
+      } else if (pp->sm_schedwhen + kForcePreemptNs <= now) {
+        preempt_one(pp);
+        pp->sm_schedwhen = now;
+        sysretake = true;
+      }
+    }
+    if (s == pstatus::syscall) {
+      uint32_t t = pp->syscalltick.load(std::memory_order_relaxed);
+      if (!sysretake && pp->sm_syscalltick != t) {
+        // First sight of this call: give it one tick.
+        pp->sm_syscalltick = t;
+        pp->sm_syscallwhen = now;
+        continue;
+      }
+      // Leave the P alone if it has no work, other Ms can take new work, and the call
+      // is young: handing off would only wake a thread for nothing.
+      if (runq_empty(pp) && sched.nmspinning.load() + sched.npidle.load() > 0 &&
+          pp->sm_syscallwhen + kForcePreemptNs > now)
+        continue;
+      pstatus expect = pstatus::syscall;
+      if (pp->status.compare_exchange_strong(expect, pstatus::idle, std::memory_order_acq_rel)) {
+        pp->mp.store(nullptr, std::memory_order_relaxed);
+        pp->syscalltick.fetch_add(1, std::memory_order_relaxed);
+        n++;
+        handoffp(pp);
+      }
+    }
+  }
+  return n;
+}
+
+void schedtrace(int64_t start, int64_t now) {
+  std::string line;
+  int32_t idle_threads;
+  int32_t threads;
+  {
+    lock_guard l(sched.mu);
+    idle_threads = sched.nmidle;
+    threads = sched.mcount;
+  }
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "SCHED %lldms: gomaxprocs=%d idleprocs=%d threads=%d spinningthreads=%d "
+                "idlethreads=%d runqueue=%d [",
+                static_cast<long long>((now - start) / 1000000), sched.nprocs,
+                sched.npidle.load(), threads + 1 /* sysmon */, sched.nmspinning.load(), idle_threads,
+                sched.runqsize.load());
+  line = buf;
+  for (int32_t i = 0; i < sched.nprocs; i++) {
+    p* pp = &sched.allp[i];
+    uint32_t n = pp->runq_tail.load() - pp->runq_head.load();
+    if (pp->runnext.load()) n++;
+    line += (i ? " " : "") + std::to_string(n);
+  }
+  line += "]\n";
+  write_stderr(line.data(), line.size());
+}
+
+void* sysmon_main(void*) {
+  prctl(PR_SET_NAME, "weft-sysmon", 0, 0, 0);
+  const int64_t start = nanotime();
+  int64_t last_trace = start;
+  int idle = 0;
+  int64_t delay_us = 0;
+  while (!sched.stopping.load(std::memory_order_acquire)) {
+    if (idle == 0)
+      delay_us = 20;
+    else if (idle > 50)
+      delay_us *= 2;
+    if (delay_us > 10000) delay_us = 10000;
+    sched.sysmonnote.sleep_for(delay_us * 1000);
+    sched.sysmonnote.clear();
+    if (sched.stopping.load(std::memory_order_acquire)) break;
+    int64_t now = nanotime();
+
+    if (sched.schedtrace_ms <= 0 && sched.npidle.load() == sched.nprocs) {
+      bool waited = false;
+      {
+        lock_guard l(sched.mu);
+        if (sched.npidle.load() == sched.nprocs && !sched.stopping.load()) {
+          sched.sysmonwait.store(true, std::memory_order_relaxed);
+          waited = true;
+        }
+      }
+      if (waited) {
+        int64_t next = timer_sleep_until();
+        int64_t sleep = next == 0 ? -1 : (next > now ? next - now : 0);
+        sched.sysmonnote.sleep_for(sleep);
+        {
+          lock_guard l(sched.mu);
+          sched.sysmonwait.store(false, std::memory_order_relaxed);
+          sched.sysmonnote.clear();
+        }
+        idle = 0;
+        delay_us = 20;
+        now = nanotime();
+      }
+    }
+
+    // Poll the network if nobody has for 10 ms.
+    int64_t lastpoll = sched.lastpoll.load();
+    if (poller->has_waiters() && lastpoll != 0 && lastpoll + 10'000'000 < now) {
+      if (sched.lastpoll.compare_exchange_strong(lastpoll, now)) {
+        int32_t n = 0;
+        if (g* list = poller->poll(0, &n)) inject_glist(list, n);
+      }
+    }
+    // Timers that should already have run: their P may be hogged.
+    int64_t next = timer_sleep_until();
+    if (next != 0 && next < now) startm(nullptr, false);
+
+    if (retake(now) != 0)
+      idle = 0;
+    else
+      idle++;
+
+    if (sched.schedtrace_ms > 0 && now - last_trace >= int64_t{sched.schedtrace_ms} * 1000000) {
+      last_trace = now;
+      schedtrace(start, now);
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+void sysmon_start() {
+  sched.sysmonnote.clear();
+  sched.sysmonwait.store(false);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  if (pthread_create(&sched.sysmon_thread, &attr, sysmon_main, nullptr) != 0) fatal("cannot start sysmon");
+  pthread_attr_destroy(&attr);
+}
+
+void sysmon_stop() {
+  sched.sysmonnote.wakeup();
+  pthread_join(sched.sysmon_thread, nullptr);
+}
+
+}  // namespace weft::detail

@@ -1,0 +1,278 @@
+// Per-P timer heaps, sleep, and callback timers (after_func). The protocol is described
+// in runtime/internal/timer.h.
+#include <utility>
+
+#include "runtime/internal/sched.h"
+#include "runtime/runtime.h"
+#include "runtime/timer.h"
+
+namespace weft::detail {
+
+// 4-ary heap: shallower than binary, and the four children share a cache line or two.
+namespace {
+
+inline bool before(const timer* a, const timer* b) { return a->when < b->when; }
+
+void sift_up(std::vector<timer*>& h, std::size_t i) {
+  timer* t = h[i];
+  while (i > 0) {
+    std::size_t parent = (i - 1) / 4;
+    if (!before(t, h[parent])) break;
+    h[i] = h[parent];
+    h[i]->idx = static_cast<int32_t>(i);
+    i = parent;
+  }
+  h[i] = t;
+  t->idx = static_cast<int32_t>(i);
+}
+
+void sift_down(std::vector<timer*>& h, std::size_t i) {
+  std::size_t n = h.size();
+  timer* t = h[i];
+  for (;;) {
+    std::size_t c = 4 * i + 1;
+    if (c >= n) break;
+    std::size_t best = c;
+    for (std::size_t k = c + 1; k < c + 4 && k < n; k++)
+      if (before(h[k], h[best])) best = k;
+    if (!before(h[best], t)) break;
+    h[i] = h[best];
+    h[i]->idx = static_cast<int32_t>(i);
+    i = best;
+  }
+  h[i] = t;
+  t->idx = static_cast<int32_t>(i);
+}
+
+}  // namespace
+
+void timer_heap::push_locked(timer* t) {
+  heap.push_back(t);
+  sift_up(heap, heap.size() - 1);
+  publish_locked();
+}
+
+void timer_heap::remove_locked(timer* t) {
+  std::size_t i = static_cast<std::size_t>(t->idx);
+  std::size_t last = heap.size() - 1;
+  if (i != last) {
+    heap[i] = heap[last];
+    heap[i]->idx = static_cast<int32_t>(i);
+  }
+  heap.pop_back();
+  if (i < heap.size()) {
+    timer* moved = heap[i];
+    sift_down(heap, i);
+    sift_up(heap, static_cast<std::size_t>(moved->idx));
+  }
+  t->idx = -1;
+  t->owner.store(nullptr, std::memory_order_relaxed);
+  publish_locked();
+}
+
+timer* timer_heap::pop_locked() {
+  timer* t = heap[0];
+  remove_locked(t);
+  return t;
+}
+
+namespace {
+
+// Adds t to pp's heap and wakes the poller if t is now the earliest deadline there.
+void add_to(p* pp, timer* t, int64_t when) {
+  bool first;
+  {
+    lock_guard l(pp->timers.mu);
+    t->when = when;
+    t->owner.store(pp, std::memory_order_relaxed);
+    pp->timers.push_locked(t);
+    first = pp->timers.heap[0] == t;
+  }
+  if (first) wake_net_poller(when);
+}
+
+p* current_p() {
+  m* mp = getm();
+  if (mp && mp->pp && mp->pp->mp.load(std::memory_order_relaxed) == mp) return mp->pp;
+  return sched.allp ? &sched.allp[0] : nullptr;
+}
+
+// Removes t from whatever heap holds it (t->mu held). True if it was pending.
+bool remove_locked_timer(timer* t) {
+  for (;;) {
+    p* owner = t->owner.load(std::memory_order_acquire);
+    if (!owner) return false;
+    lock_guard l(owner->timers.mu);
+    if (t->owner.load(std::memory_order_relaxed) != owner) continue;  // popped meanwhile
+    owner->timers.remove_locked(t);
+    return true;
+  }
+}
+
+}  // namespace
+
+void timer_add(timer* t, int64_t when) {
+  lock_guard l(t->mu);
+  p* pp = current_p();
+  if (!pp) throw_("timer: runtime is not running");
+  add_to(pp, t, when);
+}
+
+bool timer_stop(timer* t) {
+  lock_guard l(t->mu);
+  return remove_locked_timer(t);
+}
+
+bool timer_reset(timer* t, int64_t when) {
+  lock_guard l(t->mu);
+  bool pending = remove_locked_timer(t);
+  p* pp = current_p();
+  if (!pp) throw_("timer: runtime is not running");
+  add_to(pp, t, when);
+  return pending;
+}
+
+int64_t check_timers(p* pp, int64_t& now, bool* ran) {
+  *ran = false;
+  int64_t next = pp->timers.first_when.load(std::memory_order_acquire);
+  if (next == 0) return 0;
+  if (now == 0) now = nanotime();
+  if (now < next) return next;
+  lock_guard l(pp->timers.mu);
+  while (!pp->timers.heap.empty() && pp->timers.heap[0]->when <= now) {
+    timer* t = pp->timers.pop_locked();
+    timer::callback f = t->f;
+    void* arg = t->arg;
+    // From here on t belongs to its callback.
+    pp->timers.mu.release();
+    f(t, arg);
+    *ran = true;
+    pp->timers.mu.acquire();
+  }
+  return pp->timers.heap.empty() ? 0 : pp->timers.heap[0]->when;
+}
+
+int64_t timer_sleep_until() {
+  int64_t next = 0;
+  for (int32_t i = 0; i < sched.nprocs; i++) {
+    int64_t w = sched.allp[i].timers.first_when.load(std::memory_order_acquire);
+    if (w != 0 && (next == 0 || w < next)) next = w;
+  }
+  return next;
+}
+
+// ---------------------------------------------------------------------------------------
+// sleep
+
+namespace {
+
+struct sleep_state {
+  timer t;
+  int64_t when;
+};
+
+void sleep_fire(timer*, void* arg) { ready_g(static_cast<g*>(arg), true); }
+
+bool sleep_commit(g* gp, void* arg) {
+  auto* s = static_cast<sleep_state*>(arg);
+  s->t.arg = gp;
+  timer_add(&s->t, s->when);
+  return true;
+}
+
+}  // namespace
+
+void sleep_ns(int64_t ns) {
+  if (ns <= 0) return;
+  if (!getg()) {
+    timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+    return;
+  }
+  // The timer is armed by the commit callback, after this goroutine is switched out,
+  // so it cannot fire before the goroutine is parked. Nobody stops it: it is popped
+  // exactly once, by the firing, before the goroutine can run again.
+  sleep_state s{timer(sleep_fire, nullptr), nanotime() + ns};
+  park(wait_reason::sleep, sleep_commit, &s);
+}
+
+}  // namespace weft::detail
+
+// ---------------------------------------------------------------------------------------
+// after_func
+
+namespace weft {
+
+namespace detail {
+
+struct func_timer_state {
+  timer t;
+  std::function<void()> fn;
+  std::atomic<int32_t> refs{1};
+
+  void retain() { refs.fetch_add(1, std::memory_order_relaxed); }
+  void release() {
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+};
+
+namespace {
+
+// The heap holds one reference while the timer is pending; firing hands it to the
+// goroutine that runs fn.
+void func_timer_fire(timer*, void* arg) {
+  auto* s = static_cast<func_timer_state*>(arg);
+  weft::go([s] {
+    s->fn();
+    s->release();
+  });
+}
+
+}  // namespace
+
+}  // namespace detail
+
+func_timer after_func(std::chrono::nanoseconds d, std::function<void()> fn) {
+  auto* s = new detail::func_timer_state();
+  s->fn = std::move(fn);
+  s->t.f = detail::func_timer_fire;
+  s->t.drop = [](detail::timer*, void* arg) { static_cast<detail::func_timer_state*>(arg)->release(); };
+  s->t.arg = s;
+  s->retain();  // the heap's reference
+  detail::timer_add(&s->t, detail::nanotime() + std::max<int64_t>(d.count(), 0));
+  return func_timer(s);
+}
+
+func_timer::~func_timer() {
+  if (s_) s_->release();
+}
+
+func_timer::func_timer(func_timer&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+
+func_timer& func_timer::operator=(func_timer&& o) noexcept {
+  if (this != &o) {
+    if (s_) s_->release();
+    s_ = std::exchange(o.s_, nullptr);
+  }
+  return *this;
+}
+
+bool func_timer::stop() {
+  if (!s_) return false;
+  bool pending = detail::timer_stop(&s_->t);
+  if (pending) s_->release();  // the heap's reference
+  return pending;
+}
+
+bool func_timer::reset(std::chrono::nanoseconds d) {
+  if (!s_) return false;
+  // Take the heap's reference first: once re-armed the timer may fire at once. If it
+  // was still pending, the heap already held one and the extra goes back.
+  s_->retain();
+  bool pending = detail::timer_reset(&s_->t, detail::nanotime() + std::max<int64_t>(d.count(), 0));
+  if (pending) s_->release();
+  return pending;
+}
+
+}  // namespace weft

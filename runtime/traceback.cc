@@ -1,0 +1,365 @@
+// Goroutine dumps in Go's traceback format, fatal errors and panics.
+//
+// A parked goroutine's stack is walked from the frame pointer saved in its fcontext
+// record (Boost's x86-64 layout: rbp at +0x30, the return address at +0x38), following
+// the rbp chain while it stays inside the goroutine's stack and grows upward. This needs
+// frame pointers (the build uses -fno-omit-frame-pointer everywhere); a frame from a
+// library built without them is skipped or ends the walk, never read out of bounds.
+//
+// Walking a stack while its goroutine runs would read garbage, so the dumper and the
+// scheduler agree through g::tracing: the dumper sets it, then reads the status (both
+// seq_cst); execute() publishes `running`, then waits while tracing is set. Either the
+// dumper sees `running` and skips the stack, or the goroutine waits for the walk. The
+// walk only copies return addresses; symbolization happens after every flag is clear.
+#include <cxxabi.h>
+#include <unistd.h>
+#include <unwind.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "runtime/internal/sched.h"
+#include "runtime/runtime.h"
+#include "runtime/symbolize.h"
+
+namespace weft::detail {
+namespace {
+
+constexpr int kMaxFrames = 64;
+
+struct g_snapshot {
+  uint64_t id;
+  gstatus status;
+  wait_reason reason;
+  int64_t wait_since;
+  uint64_t parent_id;
+  uintptr_t create_pc;
+  bool walked;
+  bool current;
+  std::vector<uintptr_t> pcs;  // return addresses, innermost first
+};
+
+// Follows the rbp chain within [lo, hi).
+void walk_frames(uintptr_t pc, uintptr_t fp, uintptr_t lo, uintptr_t hi, std::vector<uintptr_t>& out) {
+  if (pc) out.push_back(pc);
+  while (out.size() < kMaxFrames) {
+    if (fp < lo || fp + 16 > hi || (fp & 7) != 0) break;
+    auto* frame = reinterpret_cast<const uintptr_t*>(fp);
+    uintptr_t next = frame[0];
+    uintptr_t ret = frame[1];
+    if (ret == 0) break;
+    out.push_back(ret);
+    if (next <= fp) break;
+    fp = next;
+  }
+}
+
+void walk_parked(const g* gp, std::vector<uintptr_t>& out) {
+  auto* ctx = static_cast<const uintptr_t*>(gp->ctx);
+  auto lo = reinterpret_cast<uintptr_t>(gp->stack_lo);
+  auto hi = reinterpret_cast<uintptr_t>(gp->stack_hi);
+  auto c = reinterpret_cast<uintptr_t>(ctx);
+  if (!ctx || c < lo || c + 0x40 > hi) return;
+  walk_frames(ctx[7], ctx[6], lo, hi, out);
+  // The innermost frame is the switch itself (mcall): not interesting.
+  if (!out.empty()) out.erase(out.begin());
+}
+
+void walk_current(const g* gp, std::vector<uintptr_t>& out) {
+  auto fp = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+  walk_frames(0, fp, reinterpret_cast<uintptr_t>(gp->stack_lo), reinterpret_cast<uintptr_t>(gp->stack_hi), out);
+}
+
+const char* status_text(gstatus s) {
+  switch (s) {
+    case gstatus::runnable: return "runnable";
+    case gstatus::running: return "running";
+    case gstatus::syscall: return "syscall";
+    case gstatus::waiting: return "waiting";
+    default: return "dead";
+  }
+}
+
+void append_location(std::string& out, const symbol_info& si, uintptr_t pc, bool offset) {
+  out += "\t";
+  out += si.file.empty() ? (si.module.empty() ? "?" : si.module) : si.file;
+  if (si.line) out += ":" + std::to_string(si.line);
+  if (offset && si.entry) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, " +0x%llx", static_cast<unsigned long long>(pc - si.entry));
+    out += buf;
+  }
+  out += "\n";
+}
+
+// Runtime plumbing between g_entry and the goroutine's function; not shown.
+bool is_plumbing(const std::string& fn) { return fn.rfind("weft::detail::task_impl<", 0) == 0; }
+
+// One physical frame, expanded into its inlined calls (Go prints those as frames too,
+// with "(...)" and no offset).
+void append_frame(std::string& out, uintptr_t ret, bool is_return) {
+  uintptr_t pc = is_return ? ret - 1 : ret;
+  std::vector<symbol_info> frames = symbolize_frames(pc);
+  for (std::size_t i = 0; i < frames.size(); i++) {
+    const symbol_info& si = frames[i];
+    if (is_plumbing(si.function)) continue;
+    bool outermost = i + 1 == frames.size();
+    out += si.function;
+    if (!outermost || si.function.find('(') == std::string::npos) out += "(...)";
+    out += "\n";
+    append_location(out, si, ret, outermost);
+  }
+}
+
+bool is_goroutine_entry(uintptr_t ret) {
+  symbol_info si = symbolize(ret - 1);
+  return si.entry != 0 && si.entry == g_entry_address();
+}
+
+// "created by F in goroutine N": F is the function holding the go() call, which is
+// always inlined into it, and the line is the call's.
+void append_created_by(std::string& out, uintptr_t create_pc, uint64_t parent_id) {
+  if (!create_pc) return;
+  std::vector<symbol_info> frames = symbolize_frames(create_pc - 1);
+  std::size_t i = 0;
+  while (i + 1 < frames.size() && (frames[i].function.rfind("weft::go<", 0) == 0 ||
+                                   frames[i].function.rfind("weft::detail::", 0) == 0))
+    i++;
+  const symbol_info& si = frames[i];
+  out += "created by " + si.function;
+  if (parent_id) out += " in goroutine " + std::to_string(parent_id);
+  out += "\n";
+  append_location(out, si, create_pc, i + 1 == frames.size());
+}
+
+void format(std::string& out, const g_snapshot& s) {
+  out += "goroutine " + std::to_string(s.id) + " [";
+  if (s.status == gstatus::waiting)
+    out += to_string(s.reason);
+  else
+    out += status_text(s.status);
+  if (s.status == gstatus::waiting && s.wait_since > 0) {
+    int64_t mins = (nanotime_coarse() - s.wait_since) / 60'000'000'000;
+    if (mins >= 1) out += ", " + std::to_string(mins) + (mins == 1 ? " minute" : " minutes");
+  }
+  out += "]:\n";
+  if (!s.walked) {
+    out += "\tgoroutine running on other thread; stack unavailable\n";
+  } else {
+    for (uintptr_t pc : s.pcs) {
+      if (is_goroutine_entry(pc)) break;
+      append_frame(out, pc, true);
+    }
+  }
+  append_created_by(out, s.create_pc, s.parent_id);
+}
+
+// Takes snapshots of goroutines. lock_tries >= 0: give up on the registry lock after
+// that many tries (fatal paths may run while it is held).
+bool snapshot_all(std::vector<g_snapshot>& out, g* self, int lock_tries) {
+  int tries = 0;
+  while (!allg_lock.try_acquire()) {
+    if (lock_tries >= 0 && ++tries > lock_tries) return false;
+    usleep(100);
+  }
+  for (g* x = allg_head; x; x = x->all_next) {
+    g_snapshot s{};
+    s.id = x->id;
+    s.current = x == self;
+    s.parent_id = x->parent_id;
+    s.create_pc = x->create_pc;
+    if (x == self) {
+      s.status = gstatus::running;
+      s.walked = true;
+      auto here = reinterpret_cast<char*>(__builtin_frame_address(0));
+      if (here >= x->stack_lo && here < x->stack_hi)
+        walk_current(x, s.pcs);
+      else
+        walk_parked(x, s.pcs);  // we run on g0 for it (blocking()): its context is saved
+    } else {
+      x->tracing.store(true, std::memory_order_seq_cst);
+      s.status = x->status.load(std::memory_order_seq_cst);
+      if (s.status == gstatus::dead || s.status == gstatus::idle) {
+        x->tracing.store(false, std::memory_order_release);
+        continue;
+      }
+      s.reason = x->reason;
+      s.wait_since = x->wait_since.load(std::memory_order_relaxed);
+      s.walked = s.status != gstatus::running;
+      if (s.walked) walk_parked(x, s.pcs);
+      x->tracing.store(false, std::memory_order_release);
+    }
+    out.push_back(std::move(s));
+  }
+  allg_lock.release();
+  std::sort(out.begin(), out.end(), [](const g_snapshot& a, const g_snapshot& b) {
+    if (a.current != b.current) return a.current;
+    return a.id < b.id;
+  });
+  return true;
+}
+
+// Symbolization (libdw) needs far more stack than a goroutine has. Snapshots are taken
+// where the caller runs (they only copy PCs); rendering runs on a thread stack.
+template <class F>
+void on_thread_stack(F&& f) {
+  g* gp = getg();
+  auto here = reinterpret_cast<char*>(__builtin_frame_address(0));
+  if (gp && here >= gp->stack_lo && here < gp->stack_hi) {
+    std::thread t(std::forward<F>(f));
+    t.join();
+  } else {
+    f();
+  }
+}
+
+std::string render(const std::vector<g_snapshot>& snaps, bool skip_current) {
+  std::string out;
+  on_thread_stack([&] {
+    bool sep = false;
+    for (const auto& s : snaps) {
+      if (skip_current && s.current) continue;
+      if (sep) out += "\n";
+      format(out, s);
+      sep = true;
+    }
+  });
+  return out;
+}
+
+[[noreturn]] void die() {
+  std::fflush(stdout);
+  _exit(2);
+}
+
+}  // namespace
+
+void write_stderr(const char* s, std::size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(2, s, n);
+    if (w <= 0) return;
+    s += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+void write_goroutine_dump(std::string& out, g* first, bool all) {
+  std::vector<g_snapshot> snaps;
+  if (!snapshot_all(snaps, first, all ? -1 : 2000)) {
+    out += "(goroutine registry busy; dump unavailable)\n";
+    return;
+  }
+  out += render(snaps, false);
+}
+
+void fatal(const char* msg, bool dump) {
+  std::string out = "fatal error: ";
+  out += msg;
+  out += "\n";
+  if (dump) {
+    out += "\n";
+    std::vector<g_snapshot> snaps;
+    if (snapshot_all(snaps, getg(), 2000)) out += render(snaps, false);
+  }
+  write_stderr(out.data(), out.size());
+  die();
+}
+
+void throw_(const char* msg) {
+  std::string m = "runtime: ";
+  m += msg;
+  fatal(m.c_str(), true);
+}
+
+namespace {
+
+struct unwind_state {
+  std::vector<uintptr_t>* pcs;
+};
+
+_Unwind_Reason_Code unwind_cb(struct _Unwind_Context* ctx, void* arg) {
+  auto* st = static_cast<unwind_state*>(arg);
+  uintptr_t pc = _Unwind_GetIP(ctx);
+  if (pc == 0) return _URC_END_OF_STACK;
+  st->pcs->push_back(pc);
+  return st->pcs->size() >= 128 ? _URC_END_OF_STACK : _URC_NO_REASON;
+}
+
+// std::terminate handler: an exception escaped a goroutine (or std::terminate was
+// called). The throwing frames are still on the stack: no handler was found, so nothing
+// was unwound.
+[[noreturn]] void on_terminate() {
+  std::string what = "std::terminate called";
+  if (std::exception_ptr ep = std::current_exception()) {
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+      what = "unknown exception";
+      if (auto* t = abi::__cxa_current_exception_type()) {
+        int status = 0;
+        char* dem = abi::__cxa_demangle(t->name(), nullptr, nullptr, &status);
+        what = std::string("exception of type ") + (status == 0 && dem ? dem : t->name());
+        std::free(dem);
+      }
+    }
+  }
+  std::vector<uintptr_t> pcs;
+  unwind_state st{&pcs};
+  _Unwind_Backtrace(unwind_cb, &st);
+  g* gp = getg();
+  std::vector<g_snapshot> snaps;
+  bool have_snaps = gp && snapshot_all(snaps, gp, 2000);
+  std::string out = "panic: " + what + "\n\n";
+  on_thread_stack([&] {
+    // Start at the frame that threw.
+    std::size_t start = 0;
+    for (std::size_t i = 0; i < pcs.size(); i++) {
+      symbol_info si = symbolize(pcs[i] - 1);
+      if (si.mangled.find("__cxa_throw") != std::string::npos ||
+          si.mangled.find("__cxa_rethrow") != std::string::npos ||
+          si.mangled.find("rethrow_exception") != std::string::npos)
+        start = i + 1;
+    }
+    out += gp ? "goroutine " + std::to_string(gp->id) + " [running]:\n" : "thread [running]:\n";
+    for (std::size_t i = start; i < pcs.size(); i++) {
+      if (gp && is_goroutine_entry(pcs[i])) break;
+      append_frame(out, pcs[i], true);
+    }
+    if (gp) append_created_by(out, gp->create_pc, gp->parent_id);
+  });
+  // Then every other goroutine, as GOTRACEBACK=all would.
+  if (have_snaps) {
+    std::string rest = render(snaps, true);
+    if (!rest.empty()) out += "\n" + rest;
+  }
+  write_stderr(out.data(), out.size());
+  die();
+}
+
+}  // namespace
+
+void install_panic_handler() { std::set_terminate(on_terminate); }
+
+}  // namespace weft::detail
+
+namespace weft {
+
+std::string dump_goroutines() {
+  std::string out;
+  detail::write_goroutine_dump(out, detail::getg(), true);
+  return out;
+}
+
+
+void dump_goroutines(std::ostream& out) { out << dump_goroutines(); }
+
+}  // namespace weft

@@ -1,0 +1,129 @@
+// park / ready and the goroutine dump.
+#include <atomic>
+#include <regex>
+#include <string>
+
+#include "runtime/internal/sema.h"
+#include "runtime/wait_group.h"
+#include "tests/test_util.h"
+
+namespace weft {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::run_checked;
+
+struct slot {
+  std::atomic<goroutine_ref> g{nullptr};
+};
+
+bool publish(goroutine_ref g, void* arg) {
+  static_cast<slot*>(arg)->g.store(g, std::memory_order_release);
+  return true;
+}
+
+TEST(Park, ReadyWakesAParkedGoroutine) {
+  run_checked([] {
+    slot s;
+    std::atomic<bool> woke{false};
+    wait_group wg;
+    wg.add(1);
+    go([&] {
+      park(wait_reason::park_test, publish, &s);
+      woke = true;
+      wg.done();
+    });
+    // The commit callback publishes the goroutine only once it is switched out.
+    while (!s.g.load(std::memory_order_acquire)) yield();
+    EXPECT_EQ(s.g.load()->status.load(), detail::gstatus::waiting);
+    EXPECT_FALSE(woke.load());
+    ready(s.g.load());
+    wg.wait();
+    EXPECT_TRUE(woke.load());
+  });
+}
+
+TEST(Park, CommitReturningFalseResumesAtOnce) {
+  run_checked([] {
+    int calls = 0;
+    park(wait_reason::park_test, [](goroutine_ref, void* arg) {
+      ++*static_cast<int*>(arg);
+      return false;
+    }, &calls);
+    EXPECT_EQ(calls, 1);
+  });
+}
+
+TEST(Park, ReadyFromAnotherThreadWorks) {
+  run_checked([] {
+    slot s;
+    wait_group wg;
+    wg.add(1);
+    go([&] {
+      park(wait_reason::park_test, publish, &s);
+      wg.done();
+    });
+    while (!s.g.load(std::memory_order_acquire)) yield();
+    std::thread t([&] { ready(s.g.load()); });
+    t.join();
+    wg.wait();
+  });
+}
+
+[[gnu::noinline]] void parked_in_a_named_function(detail::sema& gate) {
+  gate.acquire(wait_reason::semacquire);
+  asm volatile("");
+}
+
+TEST(Dump, ShowsEveryGoroutineWithStateFramesAndCreator) {
+  run_checked([] {
+    detail::sema gate;
+    wait_group started;
+    started.add(1);
+    go([&] {
+      started.done();
+      parked_in_a_named_function(gate);
+    });
+    started.wait();
+    while (gate.waiters() == 0) yield();
+    std::string dump = dump_goroutines();
+    // The caller comes first, running, with its own frames.
+    EXPECT_TRUE(testing::matches(dump, "^goroutine 1 \\[running\\]:\n")) << dump;
+    // The parked goroutine: header, the frame it parked in with file:line, creator.
+    ASSERT_TRUE(testing::matches(dump, "goroutine [0-9]+ \\[semacquire\\]:\n")) << dump;
+    EXPECT_NE(dump.find("parked_in_a_named_function"), std::string::npos) << dump;
+    EXPECT_NE(dump.find("park_test.cc:"), std::string::npos) << dump;
+    EXPECT_TRUE(testing::matches(dump, "created by .*ShowsEveryGoroutine.* in goroutine 1\n\t.*park_test.cc:[0-9]+")) << dump;
+    gate.release();
+  });
+}
+
+TEST(Dump, ReportsLongWaitsInMinutes) {
+  run_checked([] {
+    slot s;
+    wait_group wg;
+    wg.add(1);
+    go([&] {
+      park(wait_reason::chan_receive, publish, &s);
+      wg.done();
+    });
+    while (!s.g.load(std::memory_order_acquire)) yield();
+    // Seam: pretend it parked five minutes ago.
+    s.g.load()->wait_since.store(detail::nanotime_coarse() - 5 * 60'000'000'000LL - 1'000'000'000);
+    std::string dump = dump_goroutines();
+    EXPECT_TRUE(testing::matches(dump, "goroutine [0-9]+ \\[chan receive, 5 minutes\\]:")) << dump;
+    ready(s.g.load());
+    wg.wait();
+  });
+}
+
+TEST(Dump, WaitReasonsHaveGoSpelling) {
+  EXPECT_EQ(to_string(wait_reason::chan_receive), "chan receive");
+  EXPECT_EQ(to_string(wait_reason::sync_mutex_lock), "sync.Mutex.Lock");
+  EXPECT_EQ(to_string(wait_reason::io_wait), "IO wait");
+  for (int r = 0; r < static_cast<int>(wait_reason::count_); r++)
+    EXPECT_FALSE(to_string(static_cast<wait_reason>(r)).empty());
+}
+
+}  // namespace
+}  // namespace weft

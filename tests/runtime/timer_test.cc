@@ -1,0 +1,246 @@
+// Timers: sleep, per-P heap ordering, after_func with Go's stop/reset return values.
+#include <algorithm>
+#include <atomic>
+#include <random>
+#include <vector>
+
+#include "runtime/internal/timer.h"
+#include "runtime/timer.h"
+#include "runtime/wait_group.h"
+#include "tests/test_util.h"
+
+namespace weft {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::run_checked;
+using testing::stress;
+
+TEST(Timer, SleepForWaitsAtLeastTheDuration) {
+  run_checked([] {
+    for (auto d : {1ms, 5ms, 20ms}) {
+      auto t0 = std::chrono::steady_clock::now();
+      sleep_for(d);
+      EXPECT_GE(std::chrono::steady_clock::now() - t0, d);
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    sleep_for(-5ms);
+    sleep_for(0ms);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 5ms);
+  });
+}
+
+TEST(Timer, SleepUntilWakesAfterTheDeadline) {
+  run_checked([] {
+    auto deadline = std::chrono::steady_clock::now() + 10ms;
+    sleep_until(deadline);
+    EXPECT_GE(std::chrono::steady_clock::now(), deadline);
+  });
+}
+
+TEST(Timer, ManySleepersAllWake) {
+  run_checked([] {
+    const int n = stress(10'000, 1'000);
+    wait_group wg;
+    wg.add(n);
+    for (int i = 0; i < n; i++)
+      go([&, i] {
+        sleep_for(std::chrono::microseconds(i % 5000));
+        wg.done();
+      });
+    wg.wait();
+  });
+}
+
+// Timers on one P's heap fire in deadline order.
+TEST(Timer, HeapFiresInDeadlineOrder) {
+  run_checked([] {
+    constexpr int n = 500;
+    struct rec {
+      detail::timer t;
+      int64_t when;
+      std::atomic<int>* seq;
+      int fired_seq = -1;
+    };
+    std::vector<rec> recs(n);
+    std::atomic<int> seq{0};
+    std::mt19937 rng(42);
+    int64_t base = detail::nanotime() + 5'000'000;
+    std::vector<int64_t> whens(n);
+    for (int i = 0; i < n; i++) whens[i] = base + static_cast<int64_t>(rng() % 20'000'000);
+    wait_group wg;
+    wg.add(n);
+    struct ctx {
+      rec* r;
+      wait_group* wg;
+    };
+    std::vector<ctx> ctxs(n);
+    for (int i = 0; i < n; i++) {
+      recs[i].when = whens[i];
+      recs[i].seq = &seq;
+      ctxs[i] = ctx{&recs[i], &wg};
+      recs[i].t.f = [](detail::timer*, void* arg) {
+        auto* c = static_cast<ctx*>(arg);
+        c->r->fired_seq = c->r->seq->fetch_add(1);
+        c->wg->done();
+      };
+      recs[i].t.arg = &ctxs[i];
+      detail::timer_add(&recs[i].t, whens[i]);
+    }
+    wg.wait();
+    std::vector<int> by_when(n);
+    for (int i = 0; i < n; i++) by_when[i] = i;
+    std::sort(by_when.begin(), by_when.end(), [&](int a, int b) { return whens[a] < whens[b]; });
+    for (int k = 1; k < n; k++) {
+      if (whens[by_when[k]] == whens[by_when[k - 1]]) continue;
+      EXPECT_LT(recs[by_when[k - 1]].fired_seq, recs[by_when[k]].fired_seq);
+    }
+  }, {.max_procs = 1});
+}
+
+TEST(Timer, AfterFuncRunsFnInItsOwnGoroutine) {
+  run_checked([] {
+    wait_group wg;
+    wg.add(1);
+    uint64_t fn_goid = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    std::chrono::steady_clock::duration elapsed{};
+    func_timer t = after_func(10ms, [&] {
+      fn_goid = goroutine_id();
+      elapsed = std::chrono::steady_clock::now() - t0;
+      wg.done();
+    });
+    wg.wait();
+    EXPECT_NE(fn_goid, 0u);
+    EXPECT_NE(fn_goid, 1u);
+    EXPECT_GE(elapsed, 10ms);
+    EXPECT_FALSE(t.stop()) << "stop after the timer fired reports false";
+  });
+}
+
+TEST(Timer, AfterFuncFiresWithoutTheHandle) {
+  run_checked([] {
+    wait_group wg;
+    wg.add(1);
+    { after_func(1ms, [&] { wg.done(); }); }
+    wg.wait();
+  });
+}
+
+TEST(Timer, StopBeforeFiringReturnsTrueAndFnNeverRuns) {
+  run_checked([] {
+    std::atomic<int> ran{0};
+    func_timer t = after_func(50ms, [&] { ran++; });
+    EXPECT_TRUE(t.stop());
+    EXPECT_FALSE(t.stop()) << "second stop";
+    sleep_for(80ms);
+    EXPECT_EQ(ran.load(), 0);
+  });
+}
+
+TEST(Timer, ResetOfPendingTimerReturnsTrueAndDelaysIt) {
+  run_checked([] {
+    wait_group wg;
+    wg.add(1);
+    std::atomic<int> ran{0};
+    auto t0 = std::chrono::steady_clock::now();
+    std::chrono::steady_clock::duration at{};
+    func_timer t = after_func(5ms, [&] {
+      ran++;
+      at = std::chrono::steady_clock::now() - t0;
+      wg.done();
+    });
+    EXPECT_TRUE(t.reset(40ms));
+    wg.wait();
+    EXPECT_EQ(ran.load(), 1);
+    EXPECT_GE(at, 40ms);
+  });
+}
+
+TEST(Timer, ResetAfterFiringReturnsFalseAndRunsFnAgain) {
+  run_checked([] {
+    wait_group wg;
+    wg.add(1);
+    std::atomic<int> ran{0};
+    func_timer t = after_func(1ms, [&] {
+      ran++;
+      wg.done();
+    });
+    wg.wait();
+    wg.add(1);
+    EXPECT_FALSE(t.reset(1ms));
+    wg.wait();
+    EXPECT_EQ(ran.load(), 2);
+    EXPECT_FALSE(t.reset(1h)) << "it had fired again";
+    EXPECT_TRUE(t.stop()) << "the 1h timer was pending";
+  });
+}
+
+// stop() races the firing from another goroutine: stop true <=> fn never runs.
+TEST(Timer, StopRacingTheFiringKeepsGoSemantics) {
+  run_checked([] {
+    const int n = stress(2000, 300);
+    std::vector<std::atomic<int>> fired(n);
+    std::vector<int> stopped(n);
+    wait_group wg;
+    wg.add(n);
+    std::mt19937 rng(7);
+    std::vector<func_timer> timers;
+    timers.reserve(n);
+    for (int i = 0; i < n; i++)
+      timers.push_back(after_func(std::chrono::microseconds(rng() % 300), [&, i] {
+        fired[i]++;
+        wg.done();
+      }));
+    wait_group stoppers;
+    stoppers.add(2);
+    for (int half = 0; half < 2; half++)
+      go([&, half] {
+        for (int i = half; i < n; i += 2) {
+          stopped[i] = timers[i].stop();
+          if (stopped[i]) wg.done();
+          if (i % 16 == 0) yield();
+        }
+        stoppers.done();
+      });
+    stoppers.wait();
+    wg.wait();
+    int nstopped = 0;
+    for (int i = 0; i < n; i++) {
+      EXPECT_EQ(fired[i].load(), stopped[i] ? 0 : 1) << "timer " << i;
+      nstopped += stopped[i];
+    }
+    std::printf("stopped %d of %d before firing\n", nstopped, n);
+  });
+}
+
+// reset() races the firing: true => fn runs once in total; false => it ran and runs
+// again.
+TEST(Timer, ResetRacingTheFiringKeepsGoSemantics) {
+  run_checked([] {
+    const int n = stress(2000, 300);
+    std::vector<std::atomic<int>> fired(n);
+    std::vector<int> pending(n);
+    wait_group wg;
+    wg.add(n);
+    std::mt19937 rng(9);
+    std::vector<func_timer> timers;
+    timers.reserve(n);
+    for (int i = 0; i < n; i++)
+      timers.push_back(after_func(std::chrono::microseconds(rng() % 300), [&, i] {
+        fired[i]++;
+        wg.done();
+      }));
+    for (int i = 0; i < n; i++) {
+      // Count the second run before re-arming: it may happen at once.
+      wg.add(1);
+      pending[i] = timers[i].reset(std::chrono::microseconds(rng() % 300));
+      if (pending[i]) wg.done();
+    }
+    wg.wait();
+    for (int i = 0; i < n; i++) EXPECT_EQ(fired[i].load(), pending[i] ? 1 : 2) << "timer " << i;
+  });
+}
+
+}  // namespace
+}  // namespace weft
