@@ -18,7 +18,7 @@ DEPS := build-essential cmake pkg-config \
         libasio-dev libboost-context-dev libspdlog-dev libfmt-dev node-llhttp \
         libgtest-dev libgmock-dev libbenchmark-dev \
         libtomlplusplus-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libdw-dev \
-        curl wrk golang-go nginx-light strace
+        curl wrk golang-go nginx strace
 
 .PHONY: all deps build run test test-asan test-tsan bench clean
 

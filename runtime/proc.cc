@@ -43,12 +43,15 @@
 // does; the caller, when the call returns, takes its P back if it is still there, else
 // any idle P, else queues its goroutine globally and parks its thread.
 //
-// Lock order: allg_lock -> sched.mu -> sched.gfree_mu; a timer's mu -> its P heap's mu.
+// Lock order: allg_lock -> sched.mu; the G cache's lock is a leaf; a timer's mu -> its
+// P heap's mu.
 // No runtime lock is held across a context switch or a call into user code.
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <linux/membarrier.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -57,6 +60,8 @@
 #include <new>
 #include <string>
 
+#include "runtime/internal/gcache.h"
+#include "runtime/internal/runq.h"
 #include "runtime/internal/sched.h"
 #include "runtime/internal/stack.h"
 #include "runtime/internal/switch.h"
@@ -120,127 +125,6 @@ uint32_t gcd(uint32_t a, uint32_t b) {
 }
 
 void set_status(g* gp, gstatus s) { gp->status.store(s, std::memory_order_release); }
-
-// ---------------------------------------------------------------------------------------
-// Global run queue (sched.mu held).
-
-void globrunqput_locked(g* gp) {
-  gp->sched_link = nullptr;
-  if (sched.runq_tail)
-    sched.runq_tail->sched_link = gp;
-  else
-    sched.runq_head = gp;
-  sched.runq_tail = gp;
-  sched.runqsize.fetch_add(1, std::memory_order_relaxed);
-}
-
-g* globrunqpop_locked() {
-  g* gp = sched.runq_head;
-  if (!gp) return nullptr;
-  sched.runq_head = gp->sched_link;
-  if (!sched.runq_head) sched.runq_tail = nullptr;
-  gp->sched_link = nullptr;
-  sched.runqsize.fetch_sub(1, std::memory_order_relaxed);
-  return gp;
-}
-
-void runqput(p* pp, g* gp, bool next);
-
-// Takes a batch from the global queue: one to run now, the rest onto pp's ring.
-g* globrunqget_locked(p* pp, int32_t max) {
-  int32_t size = sched.runqsize.load(std::memory_order_relaxed);
-  if (size == 0) return nullptr;
-  int32_t n = size / sched.nprocs + 1;
-  if (n > size) n = size;
-  if (max > 0 && n > max) n = max;
-  if (n > static_cast<int32_t>(kRunqSize / 2)) n = kRunqSize / 2;
-  g* gp = globrunqpop_locked();
-  for (n--; n > 0; n--) runqput(pp, globrunqpop_locked(), false);
-  return gp;
-}
-
-// ---------------------------------------------------------------------------------------
-// Local run queues.
-
-// Moves half of pp's ring plus gp to the global queue. False if a thief raced us.
-bool runqputslow(p* pp, g* gp, uint32_t h, uint32_t t) {
-  g* batch[kRunqSize / 2 + 1];
-  uint32_t n = (t - h) / 2;
-  if (n != kRunqSize / 2) throw_("runqputslow: queue is not full");
-  for (uint32_t i = 0; i < n; i++) batch[i] = pp->runq[(h + i) % kRunqSize].load(std::memory_order_relaxed);
-  if (!pp->runq_head.compare_exchange_strong(h, h + n, std::memory_order_acq_rel)) return false;
-  batch[n] = gp;
-  for (uint32_t i = 0; i < n; i++) batch[i]->sched_link = batch[i + 1];
-  batch[n]->sched_link = nullptr;
-  lock_guard l(sched.mu);
-  globrunqput_batch_locked(batch[0], batch[n], static_cast<int32_t>(n + 1));
-  return true;
-}
-
-// Puts gp on pp's queue. next: into runnext (the old runnext goes to the ring's tail).
-// Only pp's owner calls this.
-void runqput(p* pp, g* gp, bool next) {
-  if (next) {
-    g* old = pp->runnext.load(std::memory_order_relaxed);
-    while (!pp->runnext.compare_exchange_weak(old, gp, std::memory_order_release,
-                                              std::memory_order_relaxed)) {
-    }
-    if (!old) return;
-    gp = old;
-  }
-  for (;;) {
-    uint32_t h = pp->runq_head.load(std::memory_order_acquire);
-    uint32_t t = pp->runq_tail.load(std::memory_order_relaxed);
-    if (t - h < kRunqSize) {
-      pp->runq[t % kRunqSize].store(gp, std::memory_order_relaxed);
-      pp->runq_tail.store(t + 1, std::memory_order_release);
-      return;
-    }
-    if (runqputslow(pp, gp, h, t)) return;
-  }
-}
-
-// Takes the next G from pp's local queue (owner only). *inherit: it came from runnext
-// and shares the current time slice.
-g* runqget(p* pp, bool* inherit) {
-  g* next = pp->runnext.load(std::memory_order_relaxed);
-  if (next && pp->inherit_chain < kInheritCap &&
-      pp->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acquire)) {
-    *inherit = true;
-    return next;
-  }
-  for (;;) {
-    uint32_t h = pp->runq_head.load(std::memory_order_acquire);
-    uint32_t t = pp->runq_tail.load(std::memory_order_relaxed);
-    if (t == h) break;
-    g* gp = pp->runq[h % kRunqSize].load(std::memory_order_relaxed);
-    if (pp->runq_head.compare_exchange_weak(h, h + 1, std::memory_order_release)) {
-      *inherit = false;
-      return gp;
-    }
-  }
-  // The ring is empty: runnext runs after all, but on a fresh slice.
-  next = pp->runnext.load(std::memory_order_relaxed);
-  if (next && pp->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acquire)) {
-    *inherit = false;
-    return next;
-  }
-  return nullptr;
-}
-
-// Steals half of p2's queue into pp's ring and returns one G to run.
-g* runqsteal(p* pp, p* p2, bool steal_runnext) {
-  uint32_t t = pp->runq_tail.load(std::memory_order_relaxed);
-  uint32_t n = runq_grab(p2, pp->runq, t, steal_runnext);
-  if (n == 0) return nullptr;
-  n--;
-  g* gp = pp->runq[(t + n) % kRunqSize].load(std::memory_order_relaxed);
-  if (n == 0) return gp;
-  uint32_t h = pp->runq_head.load(std::memory_order_acquire);
-  if (t - h + n >= kRunqSize) throw_("runqsteal: runq overflow");
-  pp->runq_tail.store(t + n, std::memory_order_release);
-  return gp;
-}
 
 // ---------------------------------------------------------------------------------------
 // Ps and Ms.
@@ -445,115 +329,6 @@ uint64_t next_goid(p* pp) {
   return sched.goidgen.fetch_add(1, std::memory_order_relaxed);
 }
 
-void allg_add(g* gp) {
-  lock_guard l(allg_lock);
-  gp->all_prev = nullptr;
-  gp->all_next = allg_head;
-  if (allg_head) allg_head->all_prev = gp;
-  allg_head = gp;
-}
-
-void allg_remove(g* gp) {
-  lock_guard l(allg_lock);
-  if (gp->all_prev)
-    gp->all_prev->all_next = gp->all_next;
-  else
-    allg_head = gp->all_next;
-  if (gp->all_next) gp->all_next->all_prev = gp->all_prev;
-  gp->all_next = gp->all_prev = nullptr;
-}
-
-g* new_g(std::size_t size_class) {
-  stack_slot s = stack_get(size_class);
-  char* top = s.lo + s.size;
-  auto* gp = ::new (static_cast<void*>(top - sizeof(g))) g();
-  gp->stack_lo = s.lo;
-  gp->stack_hi = reinterpret_cast<char*>(gp);
-  gp->slot_size = s.size;
-  gp->tsan_fiber = tsan_create_fiber();
-  set_status(gp, gstatus::dead);
-  allg_add(gp);
-  return gp;
-}
-
-// Releases a dead G and its stack to the stack pool.
-void free_g(g* gp) {
-  allg_remove(gp);
-  tsan_destroy_fiber(gp->tsan_fiber);
-  stack_slot s{gp->stack_lo, gp->slot_size};
-  gp->~g();
-  stack_put(s);
-}
-
-constexpr int32_t kGfreeLocalMax = 64;
-constexpr int32_t kGfreeGlobalMax = 4096;
-
-// Puts a dead G on pp's free list; overflow moves to the global list, and beyond its
-// cap the stacks go back to the kernel.
-void gfput(p* pp, g* gp) {
-  if (gp->slot_size != sched.stack_class || !pp) {
-    free_g(gp);
-    return;
-  }
-  gp->sched_link = pp->gfree;
-  pp->gfree = gp;
-  if (++pp->ngfree < kGfreeLocalMax) return;
-  g* release = nullptr;
-  {
-    lock_guard l(sched.gfree_mu);
-    while (pp->ngfree >= kGfreeLocalMax / 2) {
-      g* x = pp->gfree;
-      pp->gfree = x->sched_link;
-      pp->ngfree--;
-      if (sched.ngfree.load(std::memory_order_relaxed) < kGfreeGlobalMax) {
-        x->sched_link = sched.gfree;
-        sched.gfree = x;
-        sched.ngfree.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        x->sched_link = release;
-        release = x;
-      }
-    }
-  }
-  while (release) {
-    g* x = release;
-    release = x->sched_link;
-    free_g(x);
-  }
-}
-
-g* gfget(p* pp) {
-  if (pp && !pp->gfree && sched.ngfree.load(std::memory_order_relaxed) > 0) {
-    lock_guard l(sched.gfree_mu);
-    while (pp->ngfree < kGfreeLocalMax / 2 && sched.gfree) {
-      g* x = sched.gfree;
-      sched.gfree = x->sched_link;
-      sched.ngfree.fetch_sub(1, std::memory_order_relaxed);
-      x->sched_link = pp->gfree;
-      pp->gfree = x;
-      pp->ngfree++;
-    }
-  }
-  if (pp && pp->gfree) {
-    g* gp = pp->gfree;
-    pp->gfree = gp->sched_link;
-    pp->ngfree--;
-    gp->sched_link = nullptr;
-    return gp;
-  }
-  if (!pp) {
-    lock_guard l(sched.gfree_mu);
-    if (sched.gfree) {
-      g* gp = sched.gfree;
-      sched.gfree = gp->sched_link;
-      sched.ngfree.fetch_sub(1, std::memory_order_relaxed);
-      gp->sched_link = nullptr;
-      return gp;
-    }
-  }
-  return nullptr;
-}
-
 void gcount_add(p* pp, int64_t d) {
   if (pp)
     pp->gcount.store(pp->gcount.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
@@ -664,9 +439,15 @@ void execute(m* mp, g* gp, bool inherit) {
     pp->nexecuted.store(pp->nexecuted.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     gp->mp.store(mp, std::memory_order_relaxed);
     mp->curg.store(gp, std::memory_order_relaxed);
-    // seq_cst: pairs with the dumper's store to `tracing` (see traceback.cc). Either the
-    // dumper sees `running` and leaves the stack alone, or we wait for it to finish.
-    gp->status.exchange(gstatus::running, std::memory_order_seq_cst);
+    // Dekker with the dumper (traceback.cc): publish `running`, then look at `tracing`.
+    // Either the dumper sees `running` and leaves the stack alone, or we wait for it to
+    // finish. The dumper issues membarrier() so that this side needs no fence.
+    if (asymmetric_fence_available()) {
+      gp->status.store(gstatus::running, std::memory_order_relaxed);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    } else {
+      gp->status.exchange(gstatus::running, std::memory_order_seq_cst);
+    }
     while (gp->tracing.load(std::memory_order_acquire)) cpu_relax();
     transfer_t t = switch_to(gp->ctx, mp, &mp->g0_fake_stack,
                              fiber_target{gp->stack_lo, static_cast<std::size_t>(gp->stack_hi - gp->stack_lo),
@@ -696,7 +477,7 @@ void execute(m* mp, g* gp, bool inherit) {
         set_status(gp, gstatus::runnable);
         {
           lock_guard l(sched.mu);
-          globrunqput_locked(gp);
+          globrunq_put_locked(gp);
         }
         store_load_fence();
         wakep();
@@ -757,7 +538,7 @@ void run_blocking(m* mp, g* gp, switch_req* r) {
   set_status(gp, gstatus::runnable);
   {
     lock_guard l(sched.mu);
-    globrunqput_locked(gp);
+    globrunq_put_locked(gp);
   }
   if (stopm(mp)) return;
   // Stopping: leave the loop with no P; the caller sees curg != gp.
@@ -830,7 +611,7 @@ top:
   if (pp->schedtick.load(std::memory_order_relaxed) % 61 == 0 &&
       sched.runqsize.load(std::memory_order_relaxed) > 0) {
     lock_guard l(sched.mu);
-    if (g* gp = globrunqget_locked(pp, 1)) {
+    if (g* gp = globrunq_get_locked(pp, 1)) {
       *inherit = false;
       return gp;
     }
@@ -838,7 +619,7 @@ top:
   if (g* gp = runqget(pp, inherit)) return gp;
   if (sched.runqsize.load(std::memory_order_relaxed) > 0) {
     lock_guard l(sched.mu);
-    if (g* gp = globrunqget_locked(pp, 0)) {
+    if (g* gp = globrunq_get_locked(pp, 0)) {
       *inherit = false;
       return gp;
     }
@@ -868,7 +649,7 @@ top:
     lock_guard l(sched.mu);
     if (sched.stopping.load(std::memory_order_relaxed)) return nullptr;
     if (sched.runqsize.load(std::memory_order_relaxed) != 0) {
-      g* gp = globrunqget_locked(pp, 0);
+      g* gp = globrunq_get_locked(pp, 0);
       *inherit = false;
       return gp;
     }
@@ -1025,58 +806,6 @@ int64_t nanotime_coarse() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-bool runq_empty(p* pp) {
-  // Read head, tail, runnext, then tail again: a runqput that moves runnext to the
-  // ring between our reads must not make us report empty.
-  for (;;) {
-    uint32_t h = pp->runq_head.load(std::memory_order_acquire);
-    uint32_t t = pp->runq_tail.load(std::memory_order_acquire);
-    g* next = pp->runnext.load(std::memory_order_acquire);
-    if (pp->runq_tail.load(std::memory_order_acquire) == t) return h == t && next == nullptr;
-  }
-}
-
-void globrunqput_batch_locked(g* head, g* tail, int32_t n) {
-  tail->sched_link = nullptr;
-  if (sched.runq_tail)
-    sched.runq_tail->sched_link = head;
-  else
-    sched.runq_head = head;
-  sched.runq_tail = tail;
-  sched.runqsize.fetch_add(n, std::memory_order_relaxed);
-}
-
-uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool steal_runnext) {
-  for (;;) {
-    uint32_t h = pp->runq_head.load(std::memory_order_acquire);
-    uint32_t t = pp->runq_tail.load(std::memory_order_acquire);
-    uint32_t n = t - h;
-    n = n - n / 2;
-    if (n == 0) {
-      if (steal_runnext) {
-        g* next = pp->runnext.load(std::memory_order_acquire);
-        if (next) {
-          if (pp->status.load(std::memory_order_relaxed) == pstatus::running) {
-            // The victim is probably about to run it itself (a synchronous hand-off
-            // takes ~50ns); give it ~3us before taking it away.
-            int64_t until = nanotime() + 3000;
-            while (nanotime() < until) cpu_relax();
-          }
-          if (!pp->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acq_rel)) continue;
-          batch[batch_head % kRunqSize].store(next, std::memory_order_relaxed);
-          return 1;
-        }
-      }
-      return 0;
-    }
-    if (n > kRunqSize / 2) continue;  // read an inconsistent h and t
-    for (uint32_t i = 0; i < n; i++)
-      batch[(batch_head + i) % kRunqSize].store(pp->runq[(h + i) % kRunqSize].load(std::memory_order_relaxed),
-                                                std::memory_order_relaxed);
-    if (pp->runq_head.compare_exchange_strong(h, h + n, std::memory_order_acq_rel)) return n;
-  }
-}
-
 void wakep() {
   if (sched.npidle.load(std::memory_order_seq_cst) == 0) return;
   int32_t zero = 0;
@@ -1145,41 +874,29 @@ void handoffp(p* pp) {
 // global queue as there are idle Ps, each with an M started; the rest go to our P.
 void inject_glist(g* head, int32_t n) {
   if (!head || n <= 0) return;
-  for (g* x = head; x; x = x->sched_link) set_status(x, gstatus::runnable);
   m* mp = getm();
   p* pp = mp ? mp->pp : nullptr;
-  if (!pp || sched.stopping.load(std::memory_order_relaxed)) {
-    g* tail = head;
-    while (tail->sched_link) tail = tail->sched_link;
-    {
-      lock_guard l(sched.mu);
-      globrunqput_batch_locked(head, tail, n);
-    }
-    int32_t idle = sched.npidle.load();
-    for (int32_t i = 0; i < n && i < idle; i++) startm(nullptr, false);
-    return;
-  }
+  if (sched.stopping.load(std::memory_order_relaxed)) pp = nullptr;
   int32_t idle = sched.npidle.load();
-  if (idle > 0) {
-    g* h = head;
-    g* t = head;
-    int32_t k = 1;
-    while (k < idle && k < n && t->sched_link) {
-      t = t->sched_link;
-      k++;
+  // The first min(idle, n) (all of them without a P) go global, an M each.
+  int32_t k = pp ? (idle < n ? idle : n) : n;
+  int32_t started = k < idle ? k : idle;
+  if (k > 0) {
+    lock_guard l(sched.mu);
+    for (int32_t i = 0; i < k && head; i++) {
+      g* x = head;
+      head = x->sched_link;
+      x->sched_link = nullptr;
+      set_status(x, gstatus::runnable);
+      globrunq_put_locked(x);
     }
-    head = t->sched_link;
-    n -= k;
-    {
-      lock_guard l(sched.mu);
-      globrunqput_batch_locked(h, t, k);
-    }
-    for (int32_t i = 0; i < k; i++) startm(nullptr, false);
   }
+  for (int32_t i = 0; i < started; i++) startm(nullptr, false);
   while (head) {
     g* x = head;
     head = head->sched_link;
     x->sched_link = nullptr;
+    set_status(x, gstatus::runnable);
     runqput(pp, x, false);
   }
 }
@@ -1202,11 +919,13 @@ void ready_g(g* gp, bool next) {
   if (pp && mp->pp->mp.load(std::memory_order_relaxed) == mp &&
       pp->status.load(std::memory_order_relaxed) == pstatus::running) {
     runqput(pp, gp, next);
+    // The StoreLoad fence of the wakeup protocol: with next, runqput published gp with
+    // a locked CAS on runnext, which already is one.
+    if (!next) store_load_fence();
   } else {
-    lock_guard l(sched.mu);
-    globrunqput_locked(gp);
+    lock_guard l(sched.mu);  // the lock's release/acquire pair orders the publish
+    globrunq_put_locked(gp);
   }
-  store_load_fence();
   wakep();
 }
 
@@ -1221,20 +940,15 @@ void preempt_one(p* pp) {
   if (pp->status.load(std::memory_order_acquire) != pstatus::running) return;
   // The P is hogged: move its other runnable goroutines where they can run.
   std::atomic<g*> tmp[kRunqSize];
+  g* batch[kRunqSize];
   int32_t moved = 0;
   for (;;) {
     uint32_t n = runq_grab(pp, tmp, 0, true);
     if (n == 0) break;
-    g* head = tmp[0].load(std::memory_order_relaxed);
-    g* tail = head;
-    for (uint32_t i = 1; i < n; i++) {
-      g* x = tmp[i].load(std::memory_order_relaxed);
-      tail->sched_link = x;
-      tail = x;
-    }
+    for (uint32_t i = 0; i < n; i++) batch[i] = tmp[i].load(std::memory_order_relaxed);
     {
       lock_guard l(sched.mu);
-      globrunqput_batch_locked(head, tail, static_cast<int32_t>(n));
+      globrunq_put_batch_locked(batch, n);
     }
     moved += static_cast<int32_t>(n);
   }
@@ -1294,15 +1008,26 @@ void start_g(g* gp, const task_ops* ops) {
   gp->ctx = boost::context::detail::make_fcontext(gp->stack_hi, gp->stack_hi - gp->stack_lo, g_entry);
   set_status(gp, gstatus::runnable);
   gcount_add(pp, 1);
+  bool overflowed = false;
   if (pp) {
-    runqput(pp, gp, true);
+    overflowed = runqput(pp, gp, true);  // the CAS on runnext is the StoreLoad fence
   } else {
     lock_guard l(sched.mu);
-    globrunqput_locked(gp);
+    globrunq_put_locked(gp);
   }
-  store_load_fence();
   wakep();
-  if (cur) weft::preempt_check();
+  if (!cur) return;
+  if (overflowed) {
+    // Backpressure: a goroutine that spawns faster than its P runs what it spawns has
+    // filled the ring (half of it just went to the global queue). Step aside behind
+    // that half, as a preemption does, so the backlog and the fresh stacks it would
+    // need stay small. (Behind the local ring instead, the global half would pile up:
+    // it is only looked at every 61st schedule while local work lasts.)
+    switch_req r{req_kind::preempt};
+    mcall(cur, &r);
+    return;
+  }
+  weft::preempt_check();
 }
 
 void preempt_check_slow() {
@@ -1335,7 +1060,25 @@ void run_teardown();
 
 }  // namespace
 
+namespace {
+std::atomic<int> g_asym_fence{-1};  // membarrier(PRIVATE_EXPEDITED) registered: 1
+}
+
+bool asymmetric_fence_available() {
+#if defined(WEFT_TSAN)
+  return false;  // TSan does not model membarrier; use the seq_cst handshake
+#else
+  return g_asym_fence.load(std::memory_order_relaxed) == 1;
+#endif
+}
+
+void asymmetric_fence() {
+  syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+}
+
 void configure(const options& opts) {
+  if (g_asym_fence.load() < 0)
+    g_asym_fence.store(syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 1 : 0);
   if (sched.running.load()) throw_("run: the runtime is already running");
   if (getm()) throw_("run: called from a goroutine");
   std::size_t usable = opts.stack_size != 0 ? opts.stack_size : env_stack_size();
@@ -1414,9 +1157,9 @@ void run_main(g* gp, const options& opts) {
   sysmon_start();
 
   schedule_loop(m0);
-  run_teardown();
   signals_thread_fini(m0);
   tls_m = nullptr;
+  run_teardown();  // frees every M, m0 included
 }
 
 namespace {
@@ -1452,19 +1195,7 @@ void run_teardown() {
     }
     th.mu.acquire();
   }
-  // Cached dead Gs move to the global cache for the next run.
-  for (int32_t i = 0; i < sched.nprocs; i++) {
-    p* pp = &sched.allp[i];
-    while (pp->gfree) {
-      g* x = pp->gfree;
-      pp->gfree = x->sched_link;
-      lock_guard l(sched.gfree_mu);
-      x->sched_link = sched.gfree;
-      sched.gfree = x;
-      sched.ngfree.fetch_add(1, std::memory_order_relaxed);
-    }
-    pp->ngfree = 0;
-  }
+  for (int32_t i = 0; i < sched.nprocs; i++) gcache_flush_p(&sched.allp[i]);
   // Goroutines still alive are abandoned, as at the exit of a Go program: their
   // stacks are released without unwinding.
   std::vector<g*> abandoned;
@@ -1483,16 +1214,13 @@ void run_teardown() {
     x->asan_fake_stack = nullptr;
     free_g(x);
   }
-  sched.runq_head = sched.runq_tail = nullptr;
-  sched.runqsize.store(0);
-  // The next run() may pick another default stack size.
-  sched.stack_class = 0;
-  while (sched.gfree) {
-    g* x = sched.gfree;
-    sched.gfree = x->sched_link;
-    free_g(x);
+  {
+    lock_guard l(sched.mu);
+    globrunq_clear_locked();
   }
-  sched.ngfree.store(0);
+  // The next run() may pick another default stack size: start from an empty cache.
+  gcache_release_all();
+  sched.stack_class = 0;
   for (m* x : ms) delete x;
   sched.allm.clear();
   delete[] sched.allp;

@@ -7,6 +7,7 @@
 //   - retakes Ps whose M has been in a blocking call for a tick while work waits, and
 //     asks a goroutine that has held its P for 10 ms to yield at its next check point,
 //     moving that P's other runnable goroutines to where they can run;
+//   - frees cached dead goroutines that went unused for a second (gcache.h);
 //   - prints the schedtrace line when WEFTDEBUG=schedtrace=N asks for it.
 // Cadence (Go's): sleep 20 us; after 1 ms without anything to do, double the sleep up to
 // 10 ms. While every P is idle it sleeps on a note until a P is taken again (pidleget
@@ -17,6 +18,7 @@
 #include <cstdio>
 #include <string>
 
+#include "runtime/internal/gcache.h"
 #include "runtime/internal/sched.h"
 
 namespace weft::detail {
@@ -144,6 +146,8 @@ void* sysmon_main(void*) {
     // Timers that should already have run: their P may be hogged.
     int64_t next = timer_sleep_until();
     if (next != 0 && next < now) startm(nullptr, false);
+
+    gcache_scavenge(now);
 
     if (retake(now) != 0)
       idle = 0;

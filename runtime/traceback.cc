@@ -7,10 +7,13 @@
 // library built without them is skipped or ends the walk, never read out of bounds.
 //
 // Walking a stack while its goroutine runs would read garbage, so the dumper and the
-// scheduler agree through g::tracing: the dumper sets it, then reads the status (both
-// seq_cst); execute() publishes `running`, then waits while tracing is set. Either the
+// scheduler agree through g::tracing, Dekker-style: the dumper sets it, then reads the
+// status; execute() publishes `running`, then waits while tracing is set. Either the
 // dumper sees `running` and skips the stack, or the goroutine waits for the walk. The
-// walk only copies return addresses; symbolization happens after every flag is clear.
+// StoreLoad ordering on the dumper's side is a membarrier(PRIVATE_EXPEDITED), which
+// forces a full barrier on every running thread, so the scheduler's side (taken on every
+// switch) needs none; without membarrier both sides use seq_cst operations. The walk only
+// copies return addresses; symbolization happens after every flag is clear.
 #include <cxxabi.h>
 #include <unistd.h>
 #include <unwind.h>
@@ -133,7 +136,12 @@ void append_created_by(std::string& out, uintptr_t create_pc, uint64_t parent_id
                                    frames[i].function.rfind("weft::detail::", 0) == 0))
     i++;
   const symbol_info& si = frames[i];
-  out += "created by " + si.function;
+  std::string fn = si.function;
+  // Not inlined into the entry plumbing? Name the goroutine's callable type instead.
+  const std::string plumbing = "weft::detail::task_impl<";
+  if (fn.rfind(plumbing, 0) == 0 && fn.size() > plumbing.size() + 10)
+    fn = fn.substr(plumbing.size(), fn.rfind(">::invoke") - plumbing.size());
+  out += "created by " + fn;
   if (parent_id) out += " in goroutine " + std::to_string(parent_id);
   out += "\n";
   append_location(out, si, create_pc, i + 1 == frames.size());
@@ -169,6 +177,10 @@ bool snapshot_all(std::vector<g_snapshot>& out, g* self, int lock_tries) {
     if (lock_tries >= 0 && ++tries > lock_tries) return false;
     usleep(100);
   }
+  // Raise every tracing flag first, then one fence for all of them (see the top).
+  for (g* x = allg_head; x; x = x->all_next)
+    if (x != self) x->tracing.store(true, std::memory_order_seq_cst);
+  if (asymmetric_fence_available()) asymmetric_fence();
   for (g* x = allg_head; x; x = x->all_next) {
     g_snapshot s{};
     s.id = x->id;
@@ -183,20 +195,18 @@ bool snapshot_all(std::vector<g_snapshot>& out, g* self, int lock_tries) {
         walk_current(x, s.pcs);
       else
         walk_parked(x, s.pcs);  // we run on g0 for it (blocking()): its context is saved
-    } else {
-      x->tracing.store(true, std::memory_order_seq_cst);
-      s.status = x->status.load(std::memory_order_seq_cst);
-      if (s.status == gstatus::dead || s.status == gstatus::idle) {
-        x->tracing.store(false, std::memory_order_release);
-        continue;
-      }
+      out.push_back(std::move(s));
+      continue;
+    }
+    s.status = x->status.load(std::memory_order_seq_cst);
+    if (s.status != gstatus::dead && s.status != gstatus::idle) {
       s.reason = x->reason;
       s.wait_since = x->wait_since.load(std::memory_order_relaxed);
       s.walked = s.status != gstatus::running;
       if (s.walked) walk_parked(x, s.pcs);
-      x->tracing.store(false, std::memory_order_release);
     }
-    out.push_back(std::move(s));
+    x->tracing.store(false, std::memory_order_release);
+    if (s.status != gstatus::dead && s.status != gstatus::idle) out.push_back(std::move(s));
   }
   allg_lock.release();
   std::sort(out.begin(), out.end(), [](const g_snapshot& a, const g_snapshot& b) {

@@ -43,7 +43,7 @@ struct alignas(64) p {
   uint64_t goid_next = 0;
   uint64_t goid_end = 0;
 
-  // Dead Gs of the default stack class, stacks attached (owner only).
+  // Dead Gs of the default stack class, stacks attached (owner only; gcache.cc).
   g* gfree = nullptr;
   int32_t ngfree = 0;
 
@@ -84,9 +84,7 @@ struct m {
 struct sched_t {
   lock mu;
 
-  // Global run queue (mu).
-  g* runq_head = nullptr;
-  g* runq_tail = nullptr;
+  // Length of the global run queue (runq.cc holds the queue itself, under mu).
   std::atomic<int32_t> runqsize{0};
 
   // Ms (mu).
@@ -102,11 +100,6 @@ struct sched_t {
   std::atomic<int32_t> nmspinning{0};
   int32_t nprocs = 0;
   p* allp = nullptr;
-
-  // Global free Gs of the default class (gfree_mu).
-  lock gfree_mu;
-  g* gfree = nullptr;
-  std::atomic<int32_t> ngfree{0};
 
   // Poller coordination: lastpoll == 0 while an M is blocked in poll().
   std::atomic<int64_t> lastpoll{1};
@@ -145,12 +138,16 @@ void handoffp(p* pp);
 void inject_glist(g* head, int32_t n);
 void wake_net_poller(int64_t when);
 bool runq_empty(p* pp);
-void globrunqput_batch_locked(g* head, g* tail, int32_t n);
 uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool steal_runnext);
 void preempt_one(p* pp);
 int64_t timer_sleep_until();
 
 uintptr_t g_entry_address();  // bottom frame of every goroutine
+
+// The goroutine-dump handshake: when membarrier() works, the scheduler publishes a G's
+// `running` status without a fence and the dumper pays with asymmetric_fence().
+bool asymmetric_fence_available();
+void asymmetric_fence();
 
 // Introspection for tests and stats.
 int32_t current_p_id();           // P of the calling goroutine (-1 outside)

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <stdexcept>
 
+#include "runtime/internal/sema.h"
 #include "runtime/wait_group.h"
 #include "tests/test_util.h"
 
@@ -83,14 +84,14 @@ TEST_F(Fatal, StackOverflowIsReported) {
 
 TEST_F(Fatal, SigquitDumpsGoroutinesAndExits2) {
   EXPECT_EXIT(run([] {
-                wait_group wg;
-                wg.add(1);
-                go([&] { wg.wait(); });
+                detail::sema gate;
+                go([&] { gate.acquire(wait_reason::semacquire); });
+                while (gate.waiters() == 0) yield();  // parked for sure
                 raise(SIGQUIT);
                 sleep_for(10s);
               }),
               ::testing::ExitedWithCode(2),
-              "SIGQUIT: quit\n\n(.|\n)*goroutine [0-9]+ \\[sync.WaitGroup.Wait\\]:");
+              "SIGQUIT: quit\n\n(.|\n)*goroutine [0-9]+ \\[semacquire\\]:\n(.|\n)*sema::acquire");
 }
 
 TEST_F(Fatal, ExceedingTheThreadCapIsFatal) {
