@@ -54,6 +54,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -193,8 +194,7 @@ void schedule_loop(m* mp);
 
 void* m_thread_main(void* arg) {
   m* mp = static_cast<m*>(arg);
-  tls_m = mp;
-  mp->thread = pthread_self();
+  tls_m = mp;  // mp->thread is set by newm, under sched.mu
   prctl(PR_SET_NAME, "weft-m", 0, 0, 0);
   pthread_attr_t attr;
   if (pthread_getattr_np(pthread_self(), &attr) == 0) {
@@ -219,14 +219,27 @@ void* m_thread_main(void* arg) {
 // Creates an M (thread) that starts by owning pp. id was reserved under sched.mu.
 void newm(p* pp, bool spinning) {
   m* mp = new m();
+  mp->nextp = pp;
+  mp->spinning = spinning;
+  int rc = 0;
   bool exhausted = false;
   {
+    // Under sched.mu, so that an M is never in allm without its thread id (teardown
+    // joins every M in allm).
     lock_guard l(sched.mu);
     exhausted = sched.mcount >= sched.max_threads;
     if (!exhausted) {
       mp->id = sched.mnext++;
-      sched.mcount++;
-      sched.allm.push_back(mp);
+      mp->rand = static_cast<uint64_t>(nanotime()) * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(mp->id);
+      pthread_attr_t attr;
+      pthread_attr_init(&attr);
+      pthread_attr_setstacksize(&attr, 8u << 20);  // g0 runs blocking() calls: give them room
+      rc = pthread_create(&mp->thread, &attr, m_thread_main, mp);
+      pthread_attr_destroy(&attr);
+      if (rc == 0) {
+        sched.mcount++;
+        sched.allm.push_back(mp);
+      }
     }
   }
   if (exhausted) {
@@ -235,21 +248,10 @@ void newm(p* pp, bool spinning) {
     write_stderr(buf, std::strlen(buf));
     fatal("thread exhaustion");
   }
-  mp->rand = static_cast<uint64_t>(nanotime()) * 0x9E3779B97F4A7C15ULL + mp->id;
-  mp->nextp = pp;
-  mp->spinning = spinning;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, 8u << 20);  // g0 runs blocking() calls: give them room
-  pthread_t th;
-  int rc = pthread_create(&th, &attr, m_thread_main, mp);
-  pthread_attr_destroy(&attr);
   if (rc != 0) {
     std::fprintf(stderr, "runtime: failed to create new OS thread (%s)\n", std::strerror(rc));
     fatal("newosproc");
   }
-  lock_guard l(sched.mu);
-  mp->thread = th;
 }
 
 // Parks the M until startm hands it a P. Returns false if the runtime is stopping.
@@ -515,9 +517,14 @@ void run_blocking(m* mp, g* gp, switch_req* r) {
   } catch (...) {
     *r->error = std::current_exception();
   }
-  // Fast path: our P is still ours.
+  // Fast path: a P in the syscall state, ours, is free to take. It may even have been
+  // retaken, handed to another M and be in *that* M's blocking call now (ABA); taking it
+  // is still legal, as in Go: that M will find it gone when its call returns. So the
+  // CAS decides, and the P is wired to us again whatever it saw in between.
   pstatus expect = pstatus::syscall;
   if (pp->status.compare_exchange_strong(expect, pstatus::running, std::memory_order_acq_rel)) {
+    pp->mp.store(mp, std::memory_order_relaxed);
+    mp->pp = pp;
     pp->syscalltick.fetch_add(1, std::memory_order_relaxed);
     return;  // curg still gp: execute() resumes it
   }
@@ -819,6 +826,14 @@ void startm(p* pp, bool spinning) {
   m* nmp;
   {
     lock_guard l(sched.mu);
+    if (pp && sched.stopping.load(std::memory_order_relaxed)) {
+      // No new work starts while run() tears down: park the P.
+      pp->link = sched.pidle;
+      sched.pidle = pp;
+      sched.npidle.fetch_add(1, std::memory_order_relaxed);
+      if (spinning) sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst);
+      return;
+    }
     if (!pp) {
       pp = sched.stopping.load(std::memory_order_relaxed) ? nullptr : pidleget_locked();
       if (!pp) {
@@ -1165,19 +1180,31 @@ void run_main(g* gp, const options& opts) {
 namespace {
 
 void run_teardown() {
+  // sysmon first: it is the one thread that starts Ms without being asked to.
+  sysmon_stop();
   // Wait for the other Ms. They leave their loops once they reach the scheduler; an M
   // inside a blocking call or a goroutine that never passes a check point delays this.
+  // Loop until no new M appears (one may be starting as we look).
+  std::vector<m*> joined;
+  for (;;) {
+    std::vector<m*> ms;
+    {
+      lock_guard l(sched.mu);
+      for (m* x : sched.allm)
+        if (!x->is_m0 && std::find(joined.begin(), joined.end(), x) == joined.end()) ms.push_back(x);
+    }
+    if (ms.empty()) break;
+    for (m* x : ms) {
+      x->park.wakeup();
+      pthread_join(x->thread, nullptr);
+      joined.push_back(x);
+    }
+  }
   std::vector<m*> ms;
   {
     lock_guard l(sched.mu);
     ms = sched.allm;
   }
-  for (m* x : ms) {
-    if (x->is_m0) continue;
-    x->park.wakeup();
-    pthread_join(x->thread, nullptr);
-  }
-  sysmon_stop();
   sched.running.store(false, std::memory_order_release);
 
   // Drop pending timers (they belong to goroutines that will never run again).

@@ -216,17 +216,22 @@ bool snapshot_all(std::vector<g_snapshot>& out, g* self, int lock_tries) {
   return true;
 }
 
-// Symbolization (libdw) needs far more stack than a goroutine has. Snapshots are taken
-// where the caller runs (they only copy PCs); rendering runs on a thread stack.
+// Symbolization (libdw) needs far more stack than a goroutine (or sysmon) has.
+// Snapshots are taken where the caller runs (they only copy PCs); rendering runs on a
+// big thread stack.
 template <class F>
 void on_thread_stack(F&& f) {
-  g* gp = getg();
-  auto here = reinterpret_cast<char*>(__builtin_frame_address(0));
-  if (gp && here >= gp->stack_lo && here < gp->stack_hi) {
+  // An M's g0 runs on an 8 MiB thread stack; anywhere else (a goroutine, sysmon, a
+  // foreign thread) a helper thread with a default-sized stack does the work.
+  m* mp = getm();
+  auto here = reinterpret_cast<const char*>(__builtin_frame_address(0));
+  auto lo = mp ? static_cast<const char*>(mp->g0_lo) : nullptr;
+  bool on_g0 = mp && here >= lo && here < lo + mp->g0_size;
+  if (on_g0) {
+    f();
+  } else {
     std::thread t(std::forward<F>(f));
     t.join();
-  } else {
-    f();
   }
 }
 
