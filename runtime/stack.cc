@@ -143,6 +143,8 @@ bool stack_is_guard_address(const void* addr) {
 
 bool stack_guards_are_lightweight() { return g_guard_mode.load() == 1; }
 
+void stack_force_mprotect_guards() { g_guard_mode.store(2); }
+
 int64_t stack_slots_in_use() { return g_in_use.load(std::memory_order_relaxed); }
 
 }  // namespace weft::detail

@@ -43,6 +43,9 @@ bool stack_is_guard_address(const void* addr);
 // Whether guard pages are installed without splitting VMAs (MADV_GUARD_INSTALL).
 bool stack_guards_are_lightweight();
 
+// Test seam: use the mprotect fallback for arenas created from now on.
+void stack_force_mprotect_guards();
+
 // Number of slots currently handed out (for tests).
 int64_t stack_slots_in_use();
 

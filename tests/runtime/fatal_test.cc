@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "runtime/internal/sema.h"
+#include "runtime/internal/stack.h"
 #include "runtime/wait_group.h"
 #include "tests/test_util.h"
 
@@ -80,6 +81,23 @@ TEST_F(Fatal, StackOverflowIsReported) {
                 wg.wait();
               }),
               ::testing::ExitedWithCode(2), "goroutine [0-9]+ stack overflow");
+}
+
+TEST_F(Fatal, StackOverflowIsReportedWithMprotectGuards) {
+  EXPECT_EXIT(
+      {
+        detail::stack_force_mprotect_guards();
+        run([] {
+          wait_group wg;
+          wg.add(1);
+          go(spawn_options{.stack_size = 96 * 1024}, [&] {
+            recurse(0);
+            wg.done();
+          });
+          wg.wait();
+        });
+      },
+      ::testing::ExitedWithCode(2), "goroutine [0-9]+ stack overflow");
 }
 
 TEST_F(Fatal, SigquitDumpsGoroutinesAndExits2) {

@@ -28,6 +28,30 @@ TEST(Stack, GuardsAreInstalledWithoutSplittingMappings) {
   EXPECT_TRUE(detail::stack_guards_are_lightweight());
 }
 
+TEST(Stack, MprotectFallbackStillGuardsEveryStack) {
+  detail::stack_force_mprotect_guards();  // this process only (ctest runs each test alone)
+  run_checked([] {
+    int maps_before = testing::count_maps();
+    constexpr int n = 64;
+    detail::sema gate;
+    wait_group done;
+    done.add(n);
+    for (int i = 0; i < n; i++)
+      go(spawn_options{.stack_size = 200 * 1024}, [&] {  // a size class no earlier arena has
+        gate.acquire(wait_reason::semacquire);
+        done.done();
+      });
+    while (gate.waiters() < n) yield();
+    detail::g* self = current_goroutine();
+    EXPECT_TRUE(detail::stack_is_guard_address(self->stack_lo - 1));
+    // mprotect splits the arena: a mapping per guard page and one per stack between.
+    EXPECT_GT(testing::count_maps(), maps_before + n);
+    EXPECT_FALSE(detail::stack_guards_are_lightweight());
+    gate.release(n);
+    done.wait();
+  });
+}
+
 // One million goroutines parked at once must fit under the default vm.max_map_count
 // (65530): guard pages may not cost a mapping each.
 TEST(Stack, AMillionParkedGoroutinesFitUnderMaxMapCount) {
