@@ -1,11 +1,63 @@
 // See runtime/internal/sema.h.
 #include "runtime/internal/sema.h"
 
+#include "runtime/internal/profile.h"
+#include "runtime/internal/sched.h"
+#include "runtime/internal/timer.h"
+#include "runtime/runtime.h"
+
 namespace weft::detail {
 
-void sema::acquire(wait_reason reason) {
+namespace {
+
+bool unlock_commit(goroutine_ref, void* arg) {
+  static_cast<lock*>(arg)->release();
+  return true;
+}
+
+inline int64_t wait_start() { return block_profiling() || mutex_profiling() ? nanotime() : 0; }
+
+}  // namespace
+
+void sema::enqueue_locked(sema_waiter* w, bool lifo) {
+  if (lifo) {
+    w->prev = nullptr;
+    w->next = head_;
+    if (head_)
+      head_->prev = w;
+    else
+      tail_ = w;
+    head_ = w;
+  } else {
+    w->next = nullptr;
+    w->prev = tail_;
+    if (tail_)
+      tail_->next = w;
+    else
+      head_ = w;
+    tail_ = w;
+  }
+}
+
+bool sema::remove_locked(sema_waiter* w) {
+  if (!w->prev && head_ != w) return false;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    head_ = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  else
+    tail_ = w->prev;
+  w->next = w->prev = nullptr;
+  return true;
+}
+
+void sema::acquire(wait_reason reason, bool lifo) {
   if (try_acquire()) return;
-  sema_waiter w{current_goroutine(), nullptr};
+  sema_waiter w;
+  w.gp = current_goroutine();
+  w.since = wait_start();
   mu_.acquire();
   nwait_.fetch_add(1, std::memory_order_seq_cst);
   if (try_acquire()) {
@@ -13,19 +65,66 @@ void sema::acquire(wait_reason reason) {
     mu_.release();
     return;
   }
-  if (tail_)
-    tail_->next = &w;
-  else
-    head_ = &w;
-  tail_ = &w;
-  park(reason, [](goroutine_ref, void* arg) {
-    static_cast<lock*>(arg)->release();
-    return true;
-  }, &mu_);
+  enqueue_locked(&w, lifo);
+  park(reason, unlock_commit, &mu_);
   // The releaser dequeued us and handed us its unit.
+  if (w.since) record_block(w.since, nanotime(), 1);
 }
 
-void sema::release(uint32_t n) {
+// The timer side of acquire_for: takes the waiter off the queue if a releaser has not.
+struct sema_timeout {
+  sema* s;
+  sema_waiter* w;
+  static void fire(timer*, void* arg) {
+    auto* st = static_cast<sema_timeout*>(arg);
+    st->s->mu_.acquire();
+    bool mine = st->s->remove_locked(st->w);
+    if (mine) {
+      st->s->nwait_.fetch_sub(1, std::memory_order_relaxed);
+      st->w->timed_out = true;
+    }
+    goroutine_ref gp = st->w->gp;
+    st->s->mu_.release();
+    if (mine) ready(gp);
+  }
+};
+
+bool sema::acquire_for(wait_reason reason, int64_t timeout_ns) {
+  if (try_acquire()) return true;
+  if (timeout_ns <= 0) return false;
+  sema_waiter w;
+  w.gp = current_goroutine();
+  w.since = wait_start();
+  sema_timeout st{this, &w};
+  timer t(&sema_timeout::fire, &st);
+  t.sync = true;
+  int64_t when = nanotime() + timeout_ns;
+  mu_.acquire();
+  nwait_.fetch_add(1, std::memory_order_seq_cst);
+  if (try_acquire()) {
+    nwait_.fetch_sub(1, std::memory_order_relaxed);
+    mu_.release();
+    return true;
+  }
+  enqueue_locked(&w, false);
+  struct arm {
+    lock* mu;
+    timer* t;
+    int64_t when;
+  } a{&mu_, &t, when};
+  park(reason, [](goroutine_ref, void* arg) {
+    auto* x = static_cast<arm*>(arg);
+    timer_add(x->t, x->when);  // armed only once we are parked
+    x->mu->release();
+    return true;
+  }, &a);
+  // Whoever woke us, the timer must be gone before this frame is.
+  timer_stop_sync(&t);
+  if (w.since) record_block(w.since, nanotime(), 1);
+  return !w.timed_out;
+}
+
+void sema::release(uint32_t n, bool handoff, bool mutex_profile) {
   count_.fetch_add(n, std::memory_order_seq_cst);
   if (nwait_.load(std::memory_order_seq_cst) == 0) return;
   for (uint32_t i = 0; i < n; i++) {
@@ -35,12 +134,14 @@ void sema::release(uint32_t n) {
       return;
     }
     sema_waiter* w = head_;
-    head_ = w->next;
-    if (!head_) tail_ = nullptr;
+    remove_locked(w);
     nwait_.fetch_sub(1, std::memory_order_relaxed);
     goroutine_ref gp = w->gp;  // w lives on gp's stack: read it before waking gp
+    int64_t since = w->since;
     mu_.release();
+    if (mutex_profile && since) record_mutex(nanotime() - since, 1);
     ready(gp);
+    if (handoff && current_goroutine()) weft::yield();  // let the waiter run now
   }
 }
 

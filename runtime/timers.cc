@@ -132,6 +132,13 @@ bool timer_reset(timer* t, int64_t when) {
   return pending;
 }
 
+bool timer_stop_sync(timer* t) {
+  if (!t->sync) throw_("timer_stop_sync: timer is not sync");
+  bool pending = timer_stop(t);
+  while (t->running.load(std::memory_order_acquire) != 0) cpu_relax();
+  return pending;
+}
+
 int64_t check_timers(p* pp, int64_t& now, bool* ran) {
   *ran = false;
   int64_t next = pp->timers.first_when.load(std::memory_order_acquire);
@@ -143,9 +150,18 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
     timer* t = pp->timers.pop_locked();
     timer::callback f = t->f;
     void* arg = t->arg;
-    // From here on t belongs to its callback.
+    if (t->period > 0) {
+      // Next tick; missed ones are skipped, as Go's ticker drops them.
+      t->when += t->period * (1 + (now - t->when) / t->period);
+      t->owner.store(pp, std::memory_order_relaxed);
+      pp->timers.push_locked(t);
+    }
+    bool sync = t->sync;
+    if (sync) t->running.fetch_add(1, std::memory_order_relaxed);
+    // From here on t belongs to its callback (and to timer_stop_sync's wait).
     pp->timers.mu.release();
     f(t, arg);
+    if (sync) t->running.fetch_sub(1, std::memory_order_release);
     *ran = true;
     pp->timers.mu.acquire();
   }

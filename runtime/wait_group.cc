@@ -34,4 +34,22 @@ void wait_group::wait() {
   }
 }
 
+bool wait_group::wait_for_ns(int64_t ns) {
+  uint64_t state = state_.load(std::memory_order_acquire);
+  for (;;) {
+    if ((state >> 32) == 0) return true;
+    if (state_.compare_exchange_weak(state, state + 1, std::memory_order_acq_rel)) break;
+  }
+  if (sema_.acquire_for(wait_reason::sync_wait_group_wait, ns)) return true;
+  // Timed out (our sema waiter is gone): take back our waiter count. If the counter
+  // reached zero meanwhile, the state was reset and a unit is on its way to us: take it.
+  for (uint64_t s = state_.load(std::memory_order_acquire);;) {
+    if (s == 0) {
+      sema_.acquire(wait_reason::sync_wait_group_wait);
+      return true;
+    }
+    if (state_.compare_exchange_weak(s, s - 1, std::memory_order_acq_rel)) return false;
+  }
+}
+
 }  // namespace weft

@@ -8,10 +8,12 @@
 // its thread) until the counter is zero. All waiters wake together. As in Go, add with a
 // positive delta that starts from zero must happen before wait; the counter going
 // negative, or add racing a wait that is returning, is a panic (misuse).
+// wait_for(d) gives up after d and reports whether the counter reached zero.
 // Fairness: waiters are woken in arrival order, all at once when the counter hits zero.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 
 #include "runtime/internal/sema.h"
@@ -27,8 +29,14 @@ class wait_group {
   void add(int64_t delta);
   void done() { add(-1); }
   void wait();
+  // Waits at most d; true if the counter reached zero, false on timeout.
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> d) {
+    return wait_for_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+  }
 
  private:
+  bool wait_for_ns(int64_t ns);
   // High 32 bits: counter. Low 32 bits: number of waiters.
   std::atomic<uint64_t> state_{0};
   detail::sema sema_;

@@ -16,9 +16,13 @@
 //     after unlocking. stop() that finds the timer out of every heap returns false: it
 //     already fired or was stopped (Go: "Stop returns false if the timer has already
 //     expired or been stopped"). reset() returns whether the timer was pending.
-//   - Once popped, the runner does not touch the timer again except through f. An owner
-//     that frees a timer must know f has finished (sleep's timer lives on the sleeping
-//     goroutine's stack and is only popped, never stopped).
+//   - Once popped, the runner does not touch the timer again except through f and the
+//     `running` count around it (only for `sync` timers). An owner that frees a timer
+//     must know f has finished: timer_stop_sync waits for that. Sleep's timer is not
+//     sync: it lives on the sleeping goroutine's stack, and once f readies the goroutine
+//     the frame may be gone; it is only popped, never stopped, so it needs no wait.
+//   - A periodic timer is pushed back (when += period) before its f runs, so stop()
+//     always finds it pending and a stopped ticker never fires again.
 #pragma once
 
 #include <atomic>
@@ -38,11 +42,14 @@ struct timer {
   timer(callback fn, void* a) : f(fn), arg(a) {}
 
   int64_t when = 0;     // nanotime deadline; guarded by the owner heap's lock
+  int64_t period = 0;   // > 0: re-armed every period (before f runs), as a ticker
   callback f = nullptr;
   void* arg = nullptr;
   callback drop = nullptr;  // called instead of f if the runtime shuts down first
   std::atomic<p*> owner{nullptr};
   int32_t idx = -1;     // position in the owner heap
+  bool sync = false;    // counts callbacks in `running`; required for timer_stop_sync
+  std::atomic<int32_t> running{0};  // callbacks in progress (only when sync)
   lock mu;
 };
 
@@ -66,6 +73,10 @@ void timer_add(timer* t, int64_t when);
 bool timer_stop(timer* t);
 // Re-arms t for `when`, pending or not. Returns true if it was pending.
 bool timer_reset(timer* t, int64_t when);
+// timer_stop, then waits until no callback of t is running: afterwards f will not touch
+// its argument again and t may be freed. Needs t->sync (set before first arming). Not
+// from inside t's own callback.
+bool timer_stop_sync(timer* t);
 
 // Runs the due timers of pp. Returns the next deadline (0: none); *ran tells whether any
 // fired. `now` 0 means "read the clock if needed".

@@ -1,0 +1,413 @@
+// Channels and select: the type-erased core. See runtime/internal/chan_core.h for the
+// invariants and runtime/chan.h for the semantics.
+#include <cstdlib>
+#include <new>
+#include <stdexcept>
+#include <vector>
+
+#include "runtime/internal/chan_core.h"
+#include "runtime/internal/profile.h"
+#include "runtime/internal/sched.h"
+
+namespace weft::detail {
+
+// ---------------------------------------------------------------------------------------
+// Wait queues.
+
+void waitq::enqueue(sudog* s) {
+  s->next = nullptr;
+  s->prev = last;
+  if (last)
+    last->next = s;
+  else
+    first = s;
+  last = s;
+}
+
+void waitq::remove(sudog* s) {
+  if (s->prev)
+    s->prev->next = s->next;
+  else if (first == s)
+    first = s->next;
+  else
+    return;  // not queued here
+  if (s->next)
+    s->next->prev = s->prev;
+  else
+    last = s->prev;
+  s->next = s->prev = nullptr;
+}
+
+sudog* waitq::dequeue() {
+  while (sudog* s = first) {
+    remove(s);
+    if (s->sel) {
+      bool expected = false;
+      // Lost: its select already completed elsewhere (or timed out). Drop it; the select
+      // goroutine will not find it on this queue, which is fine.
+      if (!s->sel->done.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) continue;
+      s->sel->winner = s;
+    }
+    return s;
+  }
+  return nullptr;
+}
+
+// ---------------------------------------------------------------------------------------
+// chan_core.
+
+chan_core::chan_core(const elem_ops* o, uint32_t capacity) : ops(o), cap(capacity) {
+  if (cap > 0) {
+    buf = static_cast<unsigned char*>(
+        ::operator new(static_cast<std::size_t>(cap) * ops->size, std::align_val_t{ops->align}));
+  }
+}
+
+chan_core::~chan_core() {
+  // Values still buffered when the last handle goes away are destroyed.
+  while (count > 0) {
+    ops->destroy(slot(recvx));
+    recvx = recvx + 1 == cap ? 0 : recvx + 1;
+    count--;
+  }
+  if (buf) ::operator delete(buf, std::align_val_t{ops->align});
+}
+
+namespace {
+
+bool unlock_commit(goroutine_ref, void* arg) {
+  static_cast<lock*>(arg)->release();
+  return true;
+}
+
+// Moves the head of the buffer into dst (or destroys it when dst is null).
+void take_from_buffer(chan_core* c, void* dst) {
+  void* s = c->slot(c->recvx);
+  if (dst) c->ops->move_construct(dst, s);
+  c->ops->destroy(s);
+  c->recvx = c->recvx + 1 == c->cap ? 0 : c->recvx + 1;
+  c->count--;
+}
+
+void put_in_buffer(chan_core* c, void* src) {
+  c->ops->move_construct(c->slot(c->sendx), src);
+  c->sendx = c->sendx + 1 == c->cap ? 0 : c->sendx + 1;
+  c->count++;
+}
+
+// Completes a send to a waiting receiver (c->mu held). Returns the goroutine to wake.
+goroutine_ref send_to_waiter(chan_core* c, sudog* r, void* value) {
+  if (r->elem) c->ops->move_construct(r->elem, value);
+  r->success = true;
+  return r->gp;
+}
+
+// Completes a receive from a waiting sender (c->mu held): an unbuffered channel hands
+// the value over directly; a full buffered one gives the receiver its head and moves the
+// sender's value to the tail (so FIFO order holds).
+goroutine_ref recv_from_waiter(chan_core* c, sudog* s, void* out) {
+  if (c->cap == 0) {
+    if (out) c->ops->move_construct(out, s->elem);
+  } else {
+    take_from_buffer(c, out);
+    put_in_buffer(c, s->elem);
+  }
+  s->success = true;
+  return s->gp;
+}
+
+// A wait that a block profile may record.
+inline int64_t block_start() { return block_profiling() ? nanotime() : 0; }
+
+}  // namespace
+
+[[noreturn]] void block_forever(wait_reason reason) {
+  park(reason, nullptr, nullptr);
+  throw_("unreachable: a nil-channel wait resumed");
+}
+
+bool chan_core::send(void* value, bool block) {
+  mu.acquire();
+  if (closed) {
+    mu.release();
+    throw std::logic_error("send on closed channel");
+  }
+  if (sudog* r = recvq.dequeue()) {
+    goroutine_ref gp = send_to_waiter(this, r, value);
+    mu.release();
+    ready(gp);
+    return true;
+  }
+  if (count < cap) {
+    put_in_buffer(this, value);
+    mu.release();
+    return true;
+  }
+  if (!block) {
+    mu.release();
+    return false;
+  }
+  sudog s;
+  s.gp = current_goroutine();
+  s.elem = value;
+  s.c = this;
+  s.is_send = true;
+  s.since = block_start();
+  sendq.enqueue(&s);
+  park(wait_reason::chan_send, unlock_commit, &mu);
+  if (s.since) record_block(s.since, nanotime(), 1);
+  if (!s.success) throw std::logic_error("send on closed channel");
+  return true;
+}
+
+bool chan_core::offer(void* value) {
+  mu.acquire();
+  if (closed) {
+    mu.release();
+    return false;
+  }
+  if (sudog* r = recvq.dequeue()) {
+    goroutine_ref gp = send_to_waiter(this, r, value);
+    mu.release();
+    ready(gp);
+    return true;
+  }
+  bool ok = count < cap;
+  if (ok) put_in_buffer(this, value);
+  mu.release();
+  return ok;
+}
+
+int chan_core::recv(void* out, bool block) {
+  mu.acquire();
+  if (sudog* s = sendq.dequeue()) {
+    goroutine_ref gp = recv_from_waiter(this, s, out);
+    mu.release();
+    ready(gp);
+    return 1;
+  }
+  if (count > 0) {
+    take_from_buffer(this, out);
+    mu.release();
+    return 1;
+  }
+  if (closed) {
+    mu.release();
+    return 2;
+  }
+  if (!block) {
+    mu.release();
+    return 0;
+  }
+  sudog s;
+  s.gp = current_goroutine();
+  s.elem = out;
+  s.c = this;
+  s.since = block_start();
+  recvq.enqueue(&s);
+  park(wait_reason::chan_receive, unlock_commit, &mu);
+  if (s.since) record_block(s.since, nanotime(), 1);
+  return s.success ? 1 : 2;
+}
+
+void chan_core::close() {
+  std::vector<goroutine_ref> wake;
+  mu.acquire();
+  if (closed) {
+    mu.release();
+    throw std::logic_error("close of closed channel");
+  }
+  closed = true;
+  // Every receiver gets "closed"; every sender will panic when it wakes.
+  while (sudog* r = recvq.dequeue()) {
+    r->success = false;
+    wake.push_back(r->gp);
+  }
+  while (sudog* s = sendq.dequeue()) {
+    s->success = false;
+    wake.push_back(s->gp);
+  }
+  mu.release();
+  for (goroutine_ref gp : wake) ready(gp);
+}
+
+uint32_t chan_core::len() {
+  lock_guard l(mu);
+  return count;
+}
+
+// ---------------------------------------------------------------------------------------
+// select (Go's selectgo).
+
+namespace {
+
+struct select_park {
+  chan_core** order;  // locked channels, in address order, distinct
+  int n;
+};
+
+void lock_all(chan_core** order, int n) {
+  for (int i = 0; i < n; i++) order[i]->mu.acquire();
+}
+
+void unlock_all(chan_core** order, int n) {
+  for (int i = n - 1; i >= 0; i--) order[i]->mu.release();
+}
+
+bool unlock_all_commit(goroutine_ref, void* arg) {
+  auto* sp = static_cast<select_park*>(arg);
+  unlock_all(sp->order, sp->n);
+  return true;
+}
+
+uint32_t select_rand() {
+  // A per-thread xorshift: only used to shuffle poll order.
+  thread_local uint64_t x = reinterpret_cast<uintptr_t>(&x) ^ static_cast<uint64_t>(nanotime());
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return static_cast<uint32_t>(x >> 16);
+}
+
+}  // namespace
+
+int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
+  // Small selects (the common case) keep their bookkeeping on the stack.
+  constexpr int kInline = 8;
+  int poll_buf[kInline];
+  chan_core* lock_buf[kInline];
+  sudog sg_buf[kInline];
+  std::vector<int> poll_vec;
+  std::vector<chan_core*> lock_vec;
+  std::vector<sudog> sg_vec;
+  int* poll = poll_buf;
+  chan_core** order = lock_buf;
+  sudog* sgs = sg_buf;
+  if (n > kInline) {
+    poll_vec.resize(n);
+    lock_vec.resize(n);
+    sg_vec.resize(n);
+    poll = poll_vec.data();
+    order = lock_vec.data();
+    sgs = sg_vec.data();
+  }
+
+  // Poll order: a uniformly random permutation of the non-nil cases (Fisher-Yates), so
+  // that among ready cases each is picked with equal probability.
+  int np = 0;
+  for (int i = 0; i < n; i++) {
+    if (!cases[i].c) continue;
+    int j = static_cast<int>(select_rand() % static_cast<uint32_t>(np + 1));
+    poll[np] = poll[j];
+    poll[j] = i;
+    np++;
+  }
+  if (np == 0) {
+    if (!block) return -1;
+    block_forever(wait_reason::select_no_cases);
+  }
+  // Lock order: by address, each channel once (several cases may share one).
+  int nl = 0;
+  for (int k = 0; k < np; k++) {
+    chan_core* c = cases[poll[k]].c;
+    int pos = nl;
+    while (pos > 0 && order[pos - 1] > c) pos--;
+    if (pos > 0 && order[pos - 1] == c) continue;
+    for (int m = nl; m > pos; m--) order[m] = order[m - 1];
+    order[pos] = c;
+    nl++;
+  }
+
+  lock_all(order, nl);
+  // Pass 1: a case that can proceed now.
+  for (int k = 0; k < np; k++) {
+    int i = poll[k];
+    select_case& sc = cases[i];
+    chan_core* c = sc.c;
+    if (sc.is_send) {
+      if (c->closed) {
+        unlock_all(order, nl);
+        throw std::logic_error("send on closed channel");
+      }
+      if (sudog* r = c->recvq.dequeue()) {
+        goroutine_ref gp = send_to_waiter(c, r, sc.elem);
+        unlock_all(order, nl);
+        ready(gp);
+        return i;
+      }
+      if (c->count < c->cap) {
+        put_in_buffer(c, sc.elem);
+        unlock_all(order, nl);
+        return i;
+      }
+    } else {
+      if (sudog* s = c->sendq.dequeue()) {
+        goroutine_ref gp = recv_from_waiter(c, s, sc.elem);
+        unlock_all(order, nl);
+        ready(gp);
+        if (recv_ok) *recv_ok = true;
+        return i;
+      }
+      if (c->count > 0) {
+        take_from_buffer(c, sc.elem);
+        unlock_all(order, nl);
+        if (recv_ok) *recv_ok = true;
+        return i;
+      }
+      if (c->closed) {
+        unlock_all(order, nl);
+        if (recv_ok) *recv_ok = false;
+        return i;
+      }
+    }
+  }
+  if (!block) {
+    unlock_all(order, nl);
+    return -1;
+  }
+
+  // Pass 2: wait on every case at once.
+  select_state st;
+  goroutine_ref self = current_goroutine();
+  int64_t since = block_start();
+  for (int k = 0; k < np; k++) {
+    int i = poll[k];
+    sudog& s = sgs[i];
+    s = sudog{};
+    s.gp = self;
+    s.elem = cases[i].elem;
+    s.c = cases[i].c;
+    s.sel = &st;
+    s.case_index = i;
+    s.is_send = cases[i].is_send;
+    if (s.is_send)
+      s.c->sendq.enqueue(&s);
+    else
+      s.c->recvq.enqueue(&s);
+  }
+  select_park sp{order, nl};
+  park(wait_reason::select, unlock_all_commit, &sp);
+
+  // Woken by the partner that won st.done (it recorded the winning sudog). Take our
+  // other sudogs off their queues; ones that a partner already dropped are off.
+  lock_all(order, nl);
+  sudog* winner = st.winner;
+  for (int k = 0; k < np; k++) {
+    sudog& s = sgs[poll[k]];
+    if (&s == winner) continue;
+    (s.is_send ? s.c->sendq : s.c->recvq).remove(&s);
+  }
+  unlock_all(order, nl);
+  if (!winner) throw_("select: woken without a completed case");
+  int won = winner->case_index;
+  if (since) record_block(since, nanotime(), 1);
+  sudog& w = sgs[won];
+  if (w.is_send) {
+    if (!w.success) throw std::logic_error("send on closed channel");
+  } else if (recv_ok) {
+    *recv_ok = w.success;
+  }
+  return won;
+}
+
+}  // namespace weft::detail

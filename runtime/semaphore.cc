@@ -1,0 +1,101 @@
+// semaphore: FIFO weighted semaphore, after golang.org/x/sync/semaphore.
+#include "runtime/semaphore.h"
+
+#include <stdexcept>
+
+#include "runtime/select.h"
+
+namespace weft {
+
+void semaphore::remove_locked(waiter* w) {
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    head_ = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  else
+    tail_ = w->prev;
+  w->next = w->prev = nullptr;
+}
+
+void semaphore::notify_waiters_locked() {
+  // Strict FIFO: stop at the first waiter that does not fit, so that a big request is
+  // not starved by a stream of small ones.
+  while (waiter* w = head_) {
+    if (size_ - cur_ < w->n) break;
+    cur_ += w->n;
+    remove_locked(w);
+    w->ready.close();
+  }
+}
+
+bool semaphore::try_acquire(int64_t n) {
+  detail::lock_guard l(mu_);
+  if (size_ - cur_ >= n && !head_) {
+    cur_ += n;
+    return true;
+  }
+  return false;
+}
+
+std::error_code semaphore::acquire(const context& ctx, int64_t n) {
+  chan<std::monostate> done = ctx.done();
+  mu_.acquire();
+  if (size_ - cur_ >= n && !head_) {
+    cur_ += n;
+    mu_.release();
+    return {};
+  }
+  if (n > size_) {
+    // Can never be satisfied: wait for the context, as x/sync does.
+    mu_.release();
+    done.recv();
+    return ctx.err();
+  }
+  waiter w{n, chan<std::monostate>(0)};
+  w.prev = tail_;
+  if (tail_)
+    tail_->next = &w;
+  else
+    head_ = &w;
+  tail_ = &w;
+  mu_.release();
+
+  std::monostate tok;
+  bool got = false;
+  int which = select(case_recv(w.ready, tok, &got), case_recv(done, tok));
+  if (which == 0) {
+    // Granted. If the context ended at the same time, prefer reporting it and give the
+    // units back (x/sync does the same).
+    if (ctx.err()) {
+      release(n);
+      return ctx.err();
+    }
+    return {};
+  }
+  detail::lock_guard l(mu_);
+  if (w.ready.try_recv()) {
+    // Granted just as we gave up: put the units back.
+    cur_ -= n;
+    notify_waiters_locked();
+  } else {
+    bool front = head_ == &w;
+    remove_locked(&w);
+    // Leaving the front may let the next waiters fit.
+    if (front && size_ > cur_) notify_waiters_locked();
+  }
+  return ctx.err();
+}
+
+void semaphore::release(int64_t n) {
+  detail::lock_guard l(mu_);
+  cur_ -= n;
+  if (cur_ < 0) {
+    cur_ += n;
+    throw std::logic_error("semaphore: released more than held");
+  }
+  notify_waiters_locked();
+}
+
+}  // namespace weft
