@@ -12,7 +12,11 @@
 #include <fstream>
 #include <string>
 
+#include "runtime/chan.h"
+#include "runtime/context.h"
 #include "runtime/internal/sema.h"
+#include "runtime/mutex.h"
+#include "runtime/select.h"
 #include "runtime/runtime.h"
 #include "runtime/wait_group.h"
 
@@ -78,6 +82,104 @@ double parked_bytes(int n) {
   return per;
 }
 
+// two goroutines bounce an int over two unbuffered channels n times.
+double chan_pingpong(int n) {
+  weft::chan<int> ping(0), pong(0);
+  weft::wait_group wg;
+  wg.add(1);
+  weft::go([&] {
+    for (int i = 0; i < n; i++) pong.send(ping.recv().value + 1);
+    wg.done();
+  });
+  auto t0 = clock_type::now();
+  for (int i = 0; i < n; i++) {
+    ping.send(i);
+    pong.recv();
+  }
+  double ns = elapsed_ns(t0) / n;
+  wg.wait();
+  return ns;
+}
+
+// one producer sends n ints through a channel of capacity 1024 to one consumer.
+double chan_buffered(int n) {
+  weft::chan<int> c(1024);
+  weft::wait_group wg;
+  wg.add(1);
+  int64_t sum = 0;
+  auto t0 = clock_type::now();
+  weft::go([&] {
+    for (int v : c) sum += v;
+    wg.done();
+  });
+  for (int i = 0; i < n; i++) c.send(i);
+  c.close();
+  wg.wait();
+  double secs = elapsed_ns(t0) / 1e9;
+  if (sum != int64_t{n} * (n - 1) / 2) std::printf("# chan_buffered: bad sum\n");
+  return n / secs;
+}
+
+// loop n times: send into one of two 1-buffered channels (alternating), then select
+// receiving from both.
+double select_2case(int n) {
+  weft::chan<int> a(1), b(1);
+  int v = 0;
+  auto t0 = clock_type::now();
+  for (int i = 0; i < n; i++) {
+    (i & 1 ? b : a).send(i);
+    weft::select(weft::case_recv(a, v), weft::case_recv(b, v));
+  }
+  return elapsed_ns(t0) / n;
+}
+
+// 8 goroutines each lock, increment a shared counter, unlock, n times.
+double mutex_contended(int n) {
+  weft::mutex mu;
+  int64_t counter = 0;
+  weft::wait_group wg;
+  wg.add(8);
+  auto t0 = clock_type::now();
+  for (int g = 0; g < 8; g++)
+    weft::go([&] {
+      for (int i = 0; i < n; i++) {
+        mu.lock();
+        counter++;
+        mu.unlock();
+      }
+      wg.done();
+    });
+  wg.wait();
+  double ns = elapsed_ns(t0) / (8.0 * n);
+  if (counter != 8LL * n) std::printf("# mutex_contended: bad count\n");
+  return ns;
+}
+
+// n goroutines each wait on done() of a with_timeout(parent, 1h) child; time from
+// cancelling the parent until all have returned.
+double ctx_cancel_fanout(int n) {
+  auto [parent, cancel] = weft::with_cancel(weft::background());
+  weft::wait_group ready, finished;
+  ready.add(n);
+  finished.add(n);
+  for (int i = 0; i < n; i++)
+    weft::go([&, p = parent] {
+      auto [child, child_cancel] = weft::with_timeout(p, std::chrono::hours(1));
+      auto done = child.done();
+      ready.done();
+      done.recv();
+      child_cancel();
+      finished.done();
+    });
+  ready.wait();
+  // Every goroutine has its channel; let the last ones reach recv.
+  weft::sleep_for(std::chrono::milliseconds(20));
+  auto t0 = clock_type::now();
+  cancel();
+  finished.wait();
+  return elapsed_ns(t0) / n;
+}
+
 }  // namespace
 
 // Usage: runtime_bench [NAME...]   (no names: every figure)
@@ -95,6 +197,11 @@ int main(int argc, char** argv) {
       print("spawn_join_ns", spawn_join(1'000'000), "ns");
     }
     if (want("yield_ns")) print("yield_ns", yield_loop(10'000'000), "ns");
+    if (want("chan_pingpong_ns")) print("chan_pingpong_ns", chan_pingpong(1'000'000), "ns");
+    if (want("chan_buffered_msgs_per_s")) print("chan_buffered_msgs_per_s", chan_buffered(10'000'000), "msg/s");
+    if (want("select_2case_ns")) print("select_2case_ns", select_2case(10'000'000), "ns");
+    if (want("mutex_contended_ns")) print("mutex_contended_ns", mutex_contended(1'000'000), "ns");
+    if (want("ctx_cancel_fanout_ns")) print("ctx_cancel_fanout_ns", ctx_cancel_fanout(100'000), "ns");
     if (want("parked_goroutine_bytes")) print("parked_goroutine_bytes", parked_bytes(1'000'000), "B");
     std::fflush(stdout);
   });

@@ -76,7 +76,7 @@ chan_core::~chan_core() {
 namespace {
 
 bool unlock_commit(goroutine_ref, void* arg) {
-  static_cast<lock*>(arg)->release();
+  static_cast<spinlock*>(arg)->release();
   return true;
 }
 
@@ -232,7 +232,7 @@ void chan_core::close() {
 }
 
 uint32_t chan_core::len() {
-  lock_guard l(mu);
+  spin_guard l(mu);
   return count;
 }
 
@@ -271,25 +271,58 @@ uint32_t select_rand() {
 
 }  // namespace
 
+// Completes case sc on its (locked) channel if it can proceed now. Returns the goroutine
+// to wake (or null) through *wake; false if the case is not ready. Panics on a send to a
+// closed channel (the caller must unlock first: *panic is set instead of throwing).
+bool try_case_locked(select_case& sc, bool* recv_ok, goroutine_ref* wake, bool* panic) {
+  chan_core* c = sc.c;
+  *wake = nullptr;
+  if (sc.is_send) {
+    if (c->closed) {
+      *panic = true;
+      return true;
+    }
+    if (sudog* r = c->recvq.dequeue()) {
+      *wake = send_to_waiter(c, r, sc.elem);
+      return true;
+    }
+    if (c->count < c->cap) {
+      put_in_buffer(c, sc.elem);
+      return true;
+    }
+    return false;
+  }
+  if (sudog* s = c->sendq.dequeue()) {
+    *wake = recv_from_waiter(c, s, sc.elem);
+    if (recv_ok) *recv_ok = true;
+    return true;
+  }
+  if (c->count > 0) {
+    take_from_buffer(c, sc.elem);
+    if (recv_ok) *recv_ok = true;
+    return true;
+  }
+  if (c->closed) {
+    if (recv_ok) *recv_ok = false;
+    return true;
+  }
+  return false;
+}
+
 int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
   // Small selects (the common case) keep their bookkeeping on the stack.
   constexpr int kInline = 8;
   int poll_buf[kInline];
   chan_core* lock_buf[kInline];
-  sudog sg_buf[kInline];
   std::vector<int> poll_vec;
   std::vector<chan_core*> lock_vec;
-  std::vector<sudog> sg_vec;
   int* poll = poll_buf;
   chan_core** order = lock_buf;
-  sudog* sgs = sg_buf;
   if (n > kInline) {
     poll_vec.resize(n);
     lock_vec.resize(n);
-    sg_vec.resize(n);
     poll = poll_vec.data();
     order = lock_vec.data();
-    sgs = sg_vec.data();
   }
 
   // Poll order: a uniformly random permutation of the non-nil cases (Fisher-Yates), so
@@ -306,6 +339,25 @@ int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
     if (!block) return -1;
     block_forever(wait_reason::select_no_cases);
   }
+
+  // Fast path: in poll order, lock one channel at a time and take the first case that
+  // can proceed. Equivalent to pass 1 below (each case is judged under its own lock,
+  // in the same random order); it just avoids locking every channel when one is ready.
+  for (int k = 0; k < np; k++) {
+    select_case& sc = cases[poll[k]];
+    goroutine_ref wake;
+    bool panic = false;
+    sc.c->mu.acquire();
+    bool done = try_case_locked(sc, recv_ok, &wake, &panic);
+    sc.c->mu.release();
+    if (panic) throw std::logic_error("send on closed channel");
+    if (done) {
+      if (wake) ready(wake);
+      return poll[k];
+    }
+  }
+  if (!block) return -1;
+
   // Lock order: by address, each channel once (several cases may share one).
   int nl = 0;
   for (int k = 0; k < np; k++) {
@@ -319,61 +371,33 @@ int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
   }
 
   lock_all(order, nl);
-  // Pass 1: a case that can proceed now.
+  // Pass 1 again, all locked: a case may have become ready since the fast path.
   for (int k = 0; k < np; k++) {
     int i = poll[k];
-    select_case& sc = cases[i];
-    chan_core* c = sc.c;
-    if (sc.is_send) {
-      if (c->closed) {
-        unlock_all(order, nl);
-        throw std::logic_error("send on closed channel");
-      }
-      if (sudog* r = c->recvq.dequeue()) {
-        goroutine_ref gp = send_to_waiter(c, r, sc.elem);
-        unlock_all(order, nl);
-        ready(gp);
-        return i;
-      }
-      if (c->count < c->cap) {
-        put_in_buffer(c, sc.elem);
-        unlock_all(order, nl);
-        return i;
-      }
-    } else {
-      if (sudog* s = c->sendq.dequeue()) {
-        goroutine_ref gp = recv_from_waiter(c, s, sc.elem);
-        unlock_all(order, nl);
-        ready(gp);
-        if (recv_ok) *recv_ok = true;
-        return i;
-      }
-      if (c->count > 0) {
-        take_from_buffer(c, sc.elem);
-        unlock_all(order, nl);
-        if (recv_ok) *recv_ok = true;
-        return i;
-      }
-      if (c->closed) {
-        unlock_all(order, nl);
-        if (recv_ok) *recv_ok = false;
-        return i;
-      }
+    goroutine_ref wake;
+    bool panic = false;
+    if (try_case_locked(cases[i], recv_ok, &wake, &panic)) {
+      unlock_all(order, nl);
+      if (panic) throw std::logic_error("send on closed channel");
+      if (wake) ready(wake);
+      return i;
     }
-  }
-  if (!block) {
-    unlock_all(order, nl);
-    return -1;
   }
 
   // Pass 2: wait on every case at once.
+  std::vector<sudog> sg_vec;
+  sudog sg_buf[kInline];
+  sudog* sgs = sg_buf;
+  if (n > kInline) {
+    sg_vec.resize(n);
+    sgs = sg_vec.data();
+  }
   select_state st;
   goroutine_ref self = current_goroutine();
   int64_t since = block_start();
   for (int k = 0; k < np; k++) {
     int i = poll[k];
     sudog& s = sgs[i];
-    s = sudog{};
     s.gp = self;
     s.elem = cases[i].elem;
     s.c = cases[i].c;

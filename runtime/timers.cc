@@ -79,6 +79,7 @@ timer* timer_heap::pop_locked() {
 namespace {
 
 // Adds t to pp's heap and wakes the poller if t is now the earliest deadline there.
+// Does not touch t after the heap lock is released: it may fire at once.
 void add_to(p* pp, timer* t, int64_t when) {
   bool first;
   {
@@ -116,6 +117,12 @@ void timer_add(timer* t, int64_t when) {
   p* pp = current_p();
   if (!pp) throw_("timer: runtime is not running");
   add_to(pp, t, when);
+}
+
+void timer_add_private(timer* t, int64_t when) {
+  p* pp = current_p();
+  if (!pp) throw_("timer: runtime is not running");
+  add_to(pp, t, when);  // touches t only under the heap lock
 }
 
 bool timer_stop(timer* t) {
@@ -168,6 +175,15 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
   return pp->timers.heap.empty() ? 0 : pp->timers.heap[0]->when;
 }
 
+int64_t timers_pending() {
+  int64_t n = 0;
+  for (int32_t i = 0; i < sched.nprocs; i++) {
+    lock_guard l(sched.allp[i].timers.mu);
+    n += static_cast<int64_t>(sched.allp[i].timers.heap.size());
+  }
+  return n;
+}
+
 int64_t timer_sleep_until() {
   int64_t next = 0;
   for (int32_t i = 0; i < sched.nprocs; i++) {
@@ -192,7 +208,9 @@ void sleep_fire(timer*, void* arg) { ready_g(static_cast<g*>(arg), true); }
 bool sleep_commit(g* gp, void* arg) {
   auto* s = static_cast<sleep_state*>(arg);
   s->t.arg = gp;
-  timer_add(&s->t, s->when);
+  // The timer lives in the sleeping goroutine's frame: once armed it may fire, the
+  // goroutine may run and the frame be gone. timer_add_private does not touch it after.
+  timer_add_private(&s->t, s->when);
   return true;
 }
 

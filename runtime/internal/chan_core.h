@@ -81,7 +81,7 @@ struct chan_core {
   const uint32_t cap;
   std::atomic<int32_t> refs{1};  // handles sharing this channel
 
-  lock mu;
+  spinlock mu;                   // held for a few dozen instructions, never across a park
   uint32_t count = 0;            // values in buf
   uint32_t sendx = 0;            // next slot to fill
   uint32_t recvx = 0;            // next slot to drain

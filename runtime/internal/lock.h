@@ -62,17 +62,50 @@ class lock {
   std::atomic<uint32_t> state_{0};
 };
 
-// RAII guard for detail::lock.
-class lock_guard {
+// A spin lock for the tiniest critical sections (a channel operation: a few dozen
+// instructions, never a system call). One atomic RMW to acquire and a plain store to
+// release, against a CAS and an exchange for `lock`. A waiter that cannot get it after a
+// while yields its thread, in case the holder's thread was descheduled.
+class spinlock {
  public:
-  explicit lock_guard(lock& l) : l_(l) { l_.acquire(); }
-  ~lock_guard() { l_.release(); }
-  lock_guard(const lock_guard&) = delete;
-  lock_guard& operator=(const lock_guard&) = delete;
+  void acquire() {
+    if (!state_.exchange(1, std::memory_order_acquire)) return;
+    acquire_slow();
+  }
+  bool try_acquire() { return !state_.exchange(1, std::memory_order_acquire); }
+  void release() { state_.store(0, std::memory_order_release); }
 
  private:
-  lock& l_;
+  void acquire_slow() {
+    for (int i = 0;; i++) {
+      while (state_.load(std::memory_order_relaxed)) {
+        if (++i < 200) {
+          cpu_relax();
+        } else {
+          syscall(SYS_sched_yield);
+          i = 0;
+        }
+      }
+      if (!state_.exchange(1, std::memory_order_acquire)) return;
+    }
+  }
+  std::atomic<uint32_t> state_{0};
 };
+
+// RAII guard for detail::lock or detail::spinlock.
+template <class L>
+class basic_lock_guard {
+ public:
+  explicit basic_lock_guard(L& l) : l_(l) { l_.acquire(); }
+  ~basic_lock_guard() { l_.release(); }
+  basic_lock_guard(const basic_lock_guard&) = delete;
+  basic_lock_guard& operator=(const basic_lock_guard&) = delete;
+
+ private:
+  L& l_;
+};
+using lock_guard = basic_lock_guard<lock>;
+using spin_guard = basic_lock_guard<spinlock>;
 
 // One-shot wakeup for a single sleeping thread (Go's note). wakeup() before sleep() makes
 // sleep() return at once. clear() re-arms; only the sleeper calls it, after waking.

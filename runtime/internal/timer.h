@@ -69,6 +69,9 @@ struct timer_heap {
 // Arms t to fire at `when` (nanotime) on the current P (or P 0 outside the scheduler).
 // t must not be pending.
 void timer_add(timer* t, int64_t when);
+// Arms a timer no other thread can see yet, without taking t->mu. Once it returns, t
+// may already have fired (and its owner freed it): the caller must not touch t again.
+void timer_add_private(timer* t, int64_t when);
 // Disarms t. Returns true if it was pending.
 bool timer_stop(timer* t);
 // Re-arms t for `when`, pending or not. Returns true if it was pending.
@@ -77,6 +80,9 @@ bool timer_reset(timer* t, int64_t when);
 // its argument again and t may be freed. Needs t->sync (set before first arming). Not
 // from inside t's own callback.
 bool timer_stop_sync(timer* t);
+
+// Timers armed across all Ps (tests: nothing must accumulate).
+int64_t timers_pending();
 
 // Runs the due timers of pp. Returns the next deadline (0: none); *ran tells whether any
 // fired. `now` 0 means "read the clock if needed".
