@@ -22,7 +22,7 @@ struct timer_chan final : chan_core {
   }
   ~timer_chan() override { timer_stop_sync(&t); }
 
-  static void fire(timer*, void* arg) {
+  static void fire(timer*, void* arg, uintptr_t) {
     time_point now = std::chrono::steady_clock::now();
     static_cast<timer_chan*>(arg)->offer(&now);  // full buffer: the tick is dropped
   }

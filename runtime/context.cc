@@ -93,7 +93,7 @@ struct ctx_node {
   }
 
   void cancel(bool remove_from_parent, std::error_code e, std::error_code why);
-  static void on_deadline(timer*, void* arg);
+  static void on_deadline(timer*, void* arg, uintptr_t);
 };
 
 namespace {
@@ -174,7 +174,7 @@ void ctx_node::cancel(bool remove_from_parent, std::error_code e, std::error_cod
   }
 }
 
-void ctx_node::on_deadline(timer*, void* arg) {
+void ctx_node::on_deadline(timer*, void* arg, uintptr_t) {
   auto* n = static_cast<ctx_node*>(arg);
   n->cancel(true, context_errc::deadline_exceeded, {});
   n->release();  // the timer's reference (it fired, so cancel's stop found nothing)

@@ -311,7 +311,7 @@ void checkdead_locked() {
   if (run < 0) throw_("checkdead: inconsistent counts");
   for (int32_t i = 0; i < sched.nprocs; i++)
     if (sched.allp[i].timers.first_when.load(std::memory_order_acquire) != 0) return;
-  if (poller->has_waiters()) return;
+  if (poller()->has_waiters()) return;
   if (count_goroutines_locked_free() == 0) return;
   sched.mu.release();  // the dump takes allg_lock, which orders before sched.mu
   fatal("all goroutines are asleep - deadlock!");
@@ -364,7 +364,7 @@ void gdestroy(m* mp, g* gp) {
       lock_guard l(sched.mu);
       for (m* x : sched.allm) x->park.wakeup();
     }
-    poller->wake();
+    poller()->wake();
     sched.sysmonnote.wakeup();
     {
       lock_guard l(allg_lock);
@@ -632,9 +632,9 @@ top:
     }
   }
   // Non-blocking poll: an optimization before stealing.
-  if (poller->has_waiters() && sched.lastpoll.load(std::memory_order_relaxed) != 0) {
+  if (poller()->has_waiters() && sched.lastpoll.load(std::memory_order_relaxed) != 0) {
     int32_t n = 0;
-    if (g* list = poller->poll(0, &n)) {
+    if (g* list = poller()->poll(0, &n)) {
       g* gp = list;
       inject_glist(list->sched_link, n - 1);
       set_status(gp, gstatus::runnable);
@@ -692,7 +692,7 @@ top:
   }
 
   // Block in the poller until the nearest timer, if nobody else is.
-  if ((poller->has_waiters() || poll_until != 0) &&
+  if ((poller()->has_waiters() || poll_until != 0) &&
       sched.lastpoll.exchange(0, std::memory_order_seq_cst) != 0) {
     sched.poll_until.store(poll_until, std::memory_order_seq_cst);
     if (mp->pp) throw_("findrunnable: netpoll with p");
@@ -701,7 +701,7 @@ top:
     int64_t delay = -1;
     if (poll_until != 0) delay = poll_until > now ? poll_until - now : 0;
     int32_t n = 0;
-    g* list = poller->poll(delay, &n);
+    g* list = poller()->poll(delay, &n);
     now = nanotime();
     sched.poll_until.store(0, std::memory_order_relaxed);
     sched.lastpoll.store(now, std::memory_order_seq_cst);
@@ -726,7 +726,7 @@ top:
     }
   } else if (poll_until != 0) {
     int64_t pu = sched.poll_until.load(std::memory_order_seq_cst);
-    if (pu == 0 || pu > poll_until) poller->wake();
+    if (pu == 0 || pu > poll_until) poller()->wake();
   }
   if (!stopm(mp)) return nullptr;
   goto top;
@@ -785,11 +785,14 @@ std::atomic<int64_t> g_abandoned{0};  // goroutines left behind by the last run(
 
 }  // namespace
 
-const poller_ops* poller = &g_sleeper;
+std::atomic<const poller_ops*> g_poller{&g_sleeper};
 
 void install_poller(const poller_ops* ops) {
   ops->init();
-  poller = ops;
+  const poller_ops* old = g_poller.exchange(ops, std::memory_order_acq_rel);
+  // An M may be blocked in the old poller with the old one's timeout: kick it so that
+  // it comes back through find_runnable and blocks in the new one.
+  if (old != ops) old->wake();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -919,7 +922,7 @@ void inject_glist(g* head, int32_t n) {
 void wake_net_poller(int64_t when) {
   if (sched.lastpoll.load(std::memory_order_seq_cst) == 0) {
     int64_t pu = sched.poll_until.load(std::memory_order_seq_cst);
-    if (pu == 0 || pu > when) poller->wake();
+    if (pu == 0 || pu > when) poller()->wake();
   } else {
     wakep();
   }
@@ -1218,7 +1221,7 @@ void run_teardown() {
     for (timer* t : dropped) {
       t->owner.store(nullptr, std::memory_order_relaxed);
       t->idx = -1;
-      if (t->drop) t->drop(t, t->arg);
+      if (t->drop) t->drop(t, t->arg, t->seq);
     }
     th.mu.acquire();
   }

@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <unistd.h>
 
 namespace weft::detail {
 namespace {
@@ -146,9 +147,11 @@ uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool stea
         if (next) {
           if (pp->status.load(std::memory_order_relaxed) == pstatus::running) {
             // The victim is probably about to run it itself (a synchronous hand-off
-            // takes ~50ns); give it ~3us before taking it away.
-            int64_t until = nanotime() + 3000;
-            while (nanotime() < until) cpu_relax();
+            // takes ~50ns); give it time before taking it away. Sleep rather than spin,
+            // as Go does with usleep(3) (timer slack makes it ~50us): we stay counted as
+            // spinning meanwhile, so the readies that keep happening in a ping-pong do
+            // not each pay a futex wake for a thread that has nothing to take.
+            usleep(3);
           }
           if (!pp->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acq_rel)) continue;
           batch[batch_head % kRunqSize].store(next, std::memory_order_relaxed);

@@ -75,7 +75,7 @@ void sema::acquire(wait_reason reason, bool lifo) {
 struct sema_timeout {
   sema* s;
   sema_waiter* w;
-  static void fire(timer*, void* arg) {
+  static void fire(timer*, void* arg, uintptr_t) {
     auto* st = static_cast<sema_timeout*>(arg);
     st->s->mu_.acquire();
     bool mine = st->s->remove_locked(st->w);

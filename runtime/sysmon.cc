@@ -137,10 +137,10 @@ void* sysmon_main(void*) {
 
     // Poll the network if nobody has for 10 ms.
     int64_t lastpoll = sched.lastpoll.load();
-    if (poller->has_waiters() && lastpoll != 0 && lastpoll + 10'000'000 < now) {
+    if (poller()->has_waiters() && lastpoll != 0 && lastpoll + 10'000'000 < now) {
       if (sched.lastpoll.compare_exchange_strong(lastpoll, now)) {
         int32_t n = 0;
-        if (g* list = poller->poll(0, &n)) inject_glist(list, n);
+        if (g* list = poller()->poll(0, &n)) inject_glist(list, n);
       }
     }
     // Timers that should already have run: their P may be hogged.

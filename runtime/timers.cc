@@ -80,11 +80,12 @@ namespace {
 
 // Adds t to pp's heap and wakes the poller if t is now the earliest deadline there.
 // Does not touch t after the heap lock is released: it may fire at once.
-void add_to(p* pp, timer* t, int64_t when) {
+void add_to(p* pp, timer* t, int64_t when, uintptr_t seq) {
   bool first;
   {
     lock_guard l(pp->timers.mu);
     t->when = when;
+    t->seq = seq;
     t->owner.store(pp, std::memory_order_relaxed);
     pp->timers.push_locked(t);
     first = pp->timers.heap[0] == t;
@@ -112,17 +113,17 @@ bool remove_locked_timer(timer* t) {
 
 }  // namespace
 
-void timer_add(timer* t, int64_t when) {
+void timer_add(timer* t, int64_t when, uintptr_t seq) {
   lock_guard l(t->mu);
   p* pp = current_p();
   if (!pp) throw_("timer: runtime is not running");
-  add_to(pp, t, when);
+  add_to(pp, t, when, seq);
 }
 
 void timer_add_private(timer* t, int64_t when) {
   p* pp = current_p();
   if (!pp) throw_("timer: runtime is not running");
-  add_to(pp, t, when);  // touches t only under the heap lock
+  add_to(pp, t, when, 0);  // touches t only under the heap lock
 }
 
 bool timer_stop(timer* t) {
@@ -130,12 +131,12 @@ bool timer_stop(timer* t) {
   return remove_locked_timer(t);
 }
 
-bool timer_reset(timer* t, int64_t when) {
+bool timer_reset(timer* t, int64_t when, uintptr_t seq) {
   lock_guard l(t->mu);
   bool pending = remove_locked_timer(t);
   p* pp = current_p();
   if (!pp) throw_("timer: runtime is not running");
-  add_to(pp, t, when);
+  add_to(pp, t, when, seq);
   return pending;
 }
 
@@ -157,6 +158,7 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
     timer* t = pp->timers.pop_locked();
     timer::callback f = t->f;
     void* arg = t->arg;
+    uintptr_t seq = t->seq;
     if (t->period > 0) {
       // Next tick; missed ones are skipped, as Go's ticker drops them.
       t->when += t->period * (1 + (now - t->when) / t->period);
@@ -167,7 +169,7 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
     if (sync) t->running.fetch_add(1, std::memory_order_relaxed);
     // From here on t belongs to its callback (and to timer_stop_sync's wait).
     pp->timers.mu.release();
-    f(t, arg);
+    f(t, arg, seq);
     if (sync) t->running.fetch_sub(1, std::memory_order_release);
     *ran = true;
     pp->timers.mu.acquire();
@@ -203,7 +205,7 @@ struct sleep_state {
   int64_t when;
 };
 
-void sleep_fire(timer*, void* arg) { ready_g(static_cast<g*>(arg), true); }
+void sleep_fire(timer*, void* arg, uintptr_t) { ready_g(static_cast<g*>(arg), true); }
 
 bool sleep_commit(g* gp, void* arg) {
   auto* s = static_cast<sleep_state*>(arg);
@@ -255,7 +257,7 @@ namespace {
 
 // The heap holds one reference while the timer is pending; firing hands it to the
 // goroutine that runs fn.
-void func_timer_fire(timer*, void* arg) {
+void func_timer_fire(timer*, void* arg, uintptr_t) {
   auto* s = static_cast<func_timer_state*>(arg);
   weft::go([s] {
     s->fn();
@@ -271,7 +273,7 @@ func_timer after_func(std::chrono::nanoseconds d, std::function<void()> fn) {
   auto* s = new detail::func_timer_state();
   s->fn = std::move(fn);
   s->t.f = detail::func_timer_fire;
-  s->t.drop = [](detail::timer*, void* arg) { static_cast<detail::func_timer_state*>(arg)->release(); };
+  s->t.drop = [](detail::timer*, void* arg, uintptr_t) { static_cast<detail::func_timer_state*>(arg)->release(); };
   s->t.arg = s;
   s->retain();  // the heap's reference
   detail::timer_add(&s->t, detail::nanotime() + std::max<int64_t>(d.count(), 0));

@@ -120,7 +120,9 @@ struct sched_t {
 };
 
 extern sched_t sched;
-extern const poller_ops* poller;
+// The installed poller (the built-in timer sleeper until netpoll installs itself).
+extern std::atomic<const poller_ops*> g_poller;
+inline const poller_ops* poller() { return g_poller.load(std::memory_order_acquire); }
 
 // Current M / G. Never inlined: a goroutine can move to another thread at every switch,
 // and a cached thread-local address would then name the old thread's state.

@@ -36,13 +36,16 @@ namespace weft::detail {
 struct p;
 
 struct timer {
-  using callback = void (*)(timer* t, void* arg);
+  // seq: the value the timer was armed with (timer_add/timer_reset), so that a firing
+  // that raced a re-arming can tell it is stale.
+  using callback = void (*)(timer* t, void* arg, uintptr_t seq);
 
   timer() = default;
   timer(callback fn, void* a) : f(fn), arg(a) {}
 
   int64_t when = 0;     // nanotime deadline; guarded by the owner heap's lock
   int64_t period = 0;   // > 0: re-armed every period (before f runs), as a ticker
+  uintptr_t seq = 0;    // passed to f; set when armed (owner heap's lock)
   callback f = nullptr;
   void* arg = nullptr;
   callback drop = nullptr;  // called instead of f if the runtime shuts down first
@@ -68,14 +71,14 @@ struct timer_heap {
 
 // Arms t to fire at `when` (nanotime) on the current P (or P 0 outside the scheduler).
 // t must not be pending.
-void timer_add(timer* t, int64_t when);
+void timer_add(timer* t, int64_t when, uintptr_t seq = 0);
 // Arms a timer no other thread can see yet, without taking t->mu. Once it returns, t
 // may already have fired (and its owner freed it): the caller must not touch t again.
 void timer_add_private(timer* t, int64_t when);
 // Disarms t. Returns true if it was pending.
 bool timer_stop(timer* t);
 // Re-arms t for `when`, pending or not. Returns true if it was pending.
-bool timer_reset(timer* t, int64_t when);
+bool timer_reset(timer* t, int64_t when, uintptr_t seq = 0);
 // timer_stop, then waits until no callback of t is running: afterwards f will not touch
 // its argument again and t may be freed. Needs t->sync (set before first arming). Not
 // from inside t's own callback.

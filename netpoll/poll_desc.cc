@@ -1,0 +1,243 @@
+// poll_desc: the rg/wg state machine; see netpoll/poll_desc.h.
+#include "netpoll/poll_desc.h"
+
+#include <atomic>
+
+#include "netpoll/poller.h"
+#include "runtime/internal/profile.h"
+#include "runtime/internal/sched.h"
+
+namespace weft::net::detail {
+
+using weft::detail::g;
+using weft::detail::lock_guard;
+using weft::detail::nanotime;
+
+namespace {
+
+std::atomic<int64_t> g_waiters{0};    // goroutines parked on some poll_desc
+std::atomic<int64_t> g_registered{0};
+
+// The poll_desc cache: descriptors are never freed, so a late poller event can always
+// dereference its pointer (its tag tells whether it is still meant for it).
+weft::detail::lock g_cache_mu;
+poll_desc* g_free = nullptr;
+
+std::atomic<uintptr_t>& word(poll_desc* pd, int mode) { return mode == 'r' ? pd->rg : pd->wg; }
+
+// Readiness (ioready) or a timeout/close (!ioready) for one direction. Returns the
+// goroutine to wake, or null.
+g* unblock(poll_desc* pd, int mode, bool ioready) {
+  std::atomic<uintptr_t>& w = word(pd, mode);
+  for (;;) {
+    uintptr_t old = w.load(std::memory_order_acquire);
+    if (old == poll_desc::kReady) return nullptr;
+    if (old == poll_desc::kNil && !ioready) return nullptr;  // only readiness is remembered
+    uintptr_t next = ioready ? poll_desc::kReady : poll_desc::kNil;
+    if (w.compare_exchange_weak(old, next, std::memory_order_acq_rel)) {
+      if (old == poll_desc::kWait) return nullptr;  // not parked yet: its commit will fail
+      if (old == poll_desc::kNil) return nullptr;
+      g_waiters.fetch_sub(1, std::memory_order_relaxed);
+      return reinterpret_cast<g*>(old);
+    }
+  }
+}
+
+wait_result check_err(poll_desc* pd, int mode) {
+  if (pd->closed_flag.load(std::memory_order_acquire)) return wait_result::closed;
+  if (mode == 'r' ? pd->rd_expired.load(std::memory_order_acquire)
+                  : pd->wd_expired.load(std::memory_order_acquire))
+    return wait_result::timeout;
+  return wait_result::ok;
+}
+
+bool commit_park(goroutine_ref gp, void* arg) {
+  auto* w = static_cast<std::atomic<uintptr_t>*>(arg);
+  uintptr_t expected = poll_desc::kWait;
+  // Readiness, a deadline or close may have changed the word since we set kWait: then
+  // do not park (Go's netpollblockcommit).
+  if (!w->compare_exchange_strong(expected, reinterpret_cast<uintptr_t>(gp), std::memory_order_acq_rel))
+    return false;
+  g_waiters.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+// Returns true if the direction is ready (a notification was consumed), false if the
+// wait ended for another reason (deadline, close), which the caller then checks.
+bool block(poll_desc* pd, int mode) {
+  std::atomic<uintptr_t>& w = word(pd, mode);
+  for (;;) {
+    uintptr_t old = poll_desc::kReady;
+    if (w.compare_exchange_strong(old, poll_desc::kNil, std::memory_order_acq_rel)) return true;
+    old = poll_desc::kNil;
+    if (w.compare_exchange_strong(old, poll_desc::kWait, std::memory_order_acq_rel)) break;
+    if (old != poll_desc::kReady && old != poll_desc::kNil)
+      weft::detail::throw_("netpoll: two goroutines wait on one descriptor direction");
+  }
+  // A close or deadline that ran before kWait was set saw kNil and woke nobody: check.
+  if (check_err(pd, mode) == wait_result::ok) park(wait_reason::io_wait, commit_park, &w);
+  // Do not lose a readiness notification that raced the wakeup.
+  return w.exchange(poll_desc::kNil, std::memory_order_acq_rel) == poll_desc::kReady;
+}
+
+// Deadline timers: arg is the poll_desc, seq the direction's sequence number when armed.
+template <int Mode>
+void deadline_fire(weft::detail::timer*, void* arg, uintptr_t seq) {
+  auto* pd = static_cast<poll_desc*>(arg);
+  g* gp = nullptr;
+  {
+    lock_guard l(pd->mu);
+    uint32_t cur = Mode == 'r' ? pd->rseq : pd->wseq;
+    if (pd->closing || cur != static_cast<uint32_t>(seq)) return;  // stale
+    if (Mode == 'r') {
+      pd->rd = -1;
+      pd->rd_expired.store(true, std::memory_order_release);
+    } else {
+      pd->wd = -1;
+      pd->wd_expired.store(true, std::memory_order_release);
+    }
+    gp = unblock(pd, Mode, false);
+  }
+  if (gp) weft::ready(gp);
+}
+
+}  // namespace
+
+poll_desc* pd_open(int fd, std::error_code* err) {
+  poll_desc* pd;
+  {
+    lock_guard l(g_cache_mu);
+    pd = g_free;
+    if (pd) g_free = pd->next_free;
+  }
+  if (!pd) {
+    pd = new poll_desc();
+    pd->rt.f = &deadline_fire<'r'>;
+    pd->rt.arg = pd;
+    pd->rt.sync = true;
+    pd->wt.f = &deadline_fire<'w'>;
+    pd->wt.arg = pd;
+    pd->wt.sync = true;
+  }
+  {
+    lock_guard l(pd->mu);
+    pd->fd = fd;
+    pd->closing = false;
+    pd->rd = pd->wd = 0;
+    pd->rseq++;
+    pd->wseq++;
+    pd->rd_expired.store(false, std::memory_order_relaxed);
+    pd->wd_expired.store(false, std::memory_order_relaxed);
+    pd->closed_flag.store(false, std::memory_order_relaxed);
+    pd->rg.store(poll_desc::kNil, std::memory_order_relaxed);
+    pd->wg.store(poll_desc::kNil, std::memory_order_relaxed);
+    pd->fdseq.fetch_add(1, std::memory_order_release);
+  }
+  poller_init();
+  if (int e = poller_open(fd, pd)) {
+    *err = std::error_code(e, std::system_category());
+    lock_guard l(g_cache_mu);
+    pd->next_free = g_free;
+    g_free = pd;
+    return nullptr;
+  }
+  g_registered.fetch_add(1, std::memory_order_relaxed);
+  return pd;
+}
+
+void pd_evict(poll_desc* pd) {
+  g* rg = nullptr;
+  g* wg = nullptr;
+  {
+    lock_guard l(pd->mu);
+    if (pd->closing) return;
+    pd->closing = true;
+    pd->closed_flag.store(true, std::memory_order_release);
+    pd->rseq++;  // in-flight deadline firings are now stale
+    pd->wseq++;
+    rg = unblock(pd, 'r', false);
+    wg = unblock(pd, 'w', false);
+  }
+  if (rg) weft::ready(rg);
+  if (wg) weft::ready(wg);
+}
+
+void pd_close(poll_desc* pd) {
+  if (!pd->closing) weft::detail::throw_("netpoll: close of a descriptor that was not evicted");
+  // Unregister before the fd number can be reused; events already read by a poller carry
+  // the old fdseq and are dropped.
+  poller_close(pd->fd);
+  g_registered.fetch_sub(1, std::memory_order_relaxed);
+  weft::detail::timer_stop_sync(&pd->rt);
+  weft::detail::timer_stop_sync(&pd->wt);
+  {
+    lock_guard l(pd->mu);
+    pd->fdseq.fetch_add(1, std::memory_order_release);
+    pd->fd = -1;
+  }
+  lock_guard l(g_cache_mu);
+  pd->next_free = g_free;
+  g_free = pd;
+}
+
+wait_result pd_wait(poll_desc* pd, int mode) {
+  wait_result r = check_err(pd, mode);
+  if (r != wait_result::ok) return r;
+  while (!block(pd, mode)) {
+    r = check_err(pd, mode);
+    if (r != wait_result::ok) return r;
+    // Woken for nothing (a deadline was extended under us): wait again.
+  }
+  return wait_result::ok;
+}
+
+wait_result pd_reset(poll_desc* pd, int mode) { return check_err(pd, mode); }
+
+void pd_set_deadline(poll_desc* pd, int64_t deadline, int mode) {
+  g* rg = nullptr;
+  g* wg = nullptr;
+  int64_t now = nanotime();
+  {
+    lock_guard l(pd->mu);
+    if (pd->closing) return;
+    auto apply = [&](int m, int64_t& d, uint32_t& seq, weft::detail::timer& t, std::atomic<bool>& expired) {
+      seq++;
+      if (deadline == 0) {
+        d = 0;
+        weft::detail::timer_stop(&t);  // a firing in flight sees the new seq: stale
+        expired.store(false, std::memory_order_release);
+      } else if (deadline <= now) {
+        d = -1;
+        weft::detail::timer_stop(&t);
+        expired.store(true, std::memory_order_release);
+      } else {
+        d = deadline;
+        expired.store(false, std::memory_order_release);
+        weft::detail::timer_reset(&t, deadline, seq);
+      }
+      (void)m;
+    };
+    if (mode == 'r' || mode == 'r' + 'w') apply('r', pd->rd, pd->rseq, pd->rt, pd->rd_expired);
+    if (mode == 'w' || mode == 'r' + 'w') apply('w', pd->wd, pd->wseq, pd->wt, pd->wd_expired);
+    if (pd->rd < 0) rg = unblock(pd, 'r', false);
+    if (pd->wd < 0) wg = unblock(pd, 'w', false);
+  }
+  if (rg) weft::ready(rg);
+  if (wg) weft::ready(wg);
+}
+
+void pd_ready(poll_desc* pd, int mode, g** list, int32_t* n) {
+  auto push = [&](g* gp) {
+    if (!gp) return;
+    gp->sched_link = *list;
+    *list = gp;
+    (*n)++;
+  };
+  if (mode == 'r' || mode == 'r' + 'w') push(unblock(pd, 'r', true));
+  if (mode == 'w' || mode == 'r' + 'w') push(unblock(pd, 'w', true));
+}
+
+int64_t poller_waiters() { return g_waiters.load(std::memory_order_relaxed); }
+int64_t poller_registered() { return g_registered.load(std::memory_order_relaxed); }
+
+}  // namespace weft::net::detail

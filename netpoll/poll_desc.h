@@ -1,0 +1,91 @@
+// poll_desc: the per-descriptor state goroutines park on (Go's pollDesc).
+//
+// Each direction (read, write) has a semaphore word, rg or wg, in one of four states:
+//
+//   kReady   an I/O readiness notification is pending: the next wait consumes it
+//            (ready -> nil) and returns at once.
+//   kWait    a goroutine is preparing to park but has not parked yet. It commits by
+//            swapping in its G pointer (in park's commit callback, after it is switched
+//            out); if readiness arrives first the word becomes kReady, if a timeout or
+//            close arrives first it becomes kNil, and the commit fails, so the goroutine
+//            does not park.
+//   G ptr    the goroutine is parked. Readiness (-> kReady) or a timeout/close (-> kNil)
+//            swaps it out and readies the goroutine.
+//   kNil     none of the above.
+//
+// All transitions are CASes on the word, so readiness, deadlines and close race safely
+// with a parking goroutine, and no notification is lost: readiness that arrives while
+// nobody waits is remembered as kReady (the poller is edge-triggered: it will not tell
+// us again).
+//
+// Deadlines (set_deadline) arm runtime timers; a deadline in the past fails waits at
+// once. Each arming bumps the direction's sequence number, and a timer that fires with
+// an old sequence number does nothing, so extending or clearing a deadline needs no
+// synchronous timer stop on the hot path. close() marks the descriptor closing, bumps
+// the sequence numbers, wakes both waiters (their waits then report `closed`) and stops
+// the timers. The descriptor's identity as seen by the OS poller is (pointer, fdseq):
+// fdseq changes on every open, so a late event for a closed descriptor, or for the next
+// descriptor that reuses this memory, is recognised and dropped.
+//
+// Wait results: ok, timeout (deadline passed: Go's os.ErrDeadlineExceeded) or closed.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <system_error>
+
+#include "runtime/internal/lock.h"
+#include "runtime/internal/timer.h"
+
+namespace weft::detail {
+struct g;
+}
+
+namespace weft::net::detail {
+
+struct poll_desc {
+  static constexpr uintptr_t kNil = 0;
+  static constexpr uintptr_t kReady = 1;
+  static constexpr uintptr_t kWait = 2;
+
+  int fd = -1;
+  std::atomic<uintptr_t> rg{kNil};
+  std::atomic<uintptr_t> wg{kNil};
+  std::atomic<uint32_t> fdseq{0};      // tag carried in poller events
+
+  weft::detail::lock mu;               // guards everything below
+  bool closing = false;
+  uint32_t rseq = 0;                   // bumped on every read-deadline change and close
+  uint32_t wseq = 0;
+  int64_t rd = 0;                      // read deadline: 0 none, < 0 expired, else nanotime
+  int64_t wd = 0;
+  weft::detail::timer rt;              // read deadline timer (arg: this)
+  weft::detail::timer wt;
+  uint32_t rt_seq = 0;                 // seq the armed timer was armed with
+  uint32_t wt_seq = 0;
+  std::atomic<bool> rd_expired{false}; // lock-free copies for the wait fast path
+  std::atomic<bool> wd_expired{false};
+  std::atomic<bool> closed_flag{false};
+
+  poll_desc* next_free = nullptr;      // the poll_desc cache
+};
+
+enum class wait_result { ok, timeout, closed };
+
+// Registers fd with the poller and returns its poll_desc (from a cache).
+poll_desc* pd_open(int fd, std::error_code* err);
+// Unregisters, wakes waiters with `closed`, stops timers, returns pd to the cache.
+// pd_evict first (close() of a conn does both), then the fd is closed, then pd_close.
+void pd_evict(poll_desc* pd);
+void pd_close(poll_desc* pd);
+// Clears a pending readiness notification before a new operation (Go's pollReset).
+wait_result pd_reset(poll_desc* pd, int mode);
+// Parks until fd is ready for `mode` ('r' or 'w'), the deadline passes, or pd closes.
+wait_result pd_wait(poll_desc* pd, int mode);
+// deadline: nanotime; 0 clears; in the past expires at once. mode 'r', 'w' or 'r'+'w'.
+void pd_set_deadline(poll_desc* pd, int64_t deadline, int mode);
+
+// The poller reports readiness (mode 'r', 'w' or 'r'+'w') and collects goroutines.
+void pd_ready(poll_desc* pd, int mode, weft::detail::g** list, int32_t* n);
+
+}  // namespace weft::net::detail
