@@ -56,12 +56,6 @@ void set_tcp_options(int fd, bool no_delay, std::chrono::seconds keepalive) {
   }
 }
 
-bool is_tcp(int fd) {
-  sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return false;
-  return ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
-}
 
 }  // namespace
 

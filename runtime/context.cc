@@ -317,7 +317,11 @@ cancelable with_deadline(const context& parent, context::time_point deadline) {
 }
 
 cancelable with_timeout(const context& parent, std::chrono::nanoseconds timeout) {
-  return with_deadline(parent, std::chrono::steady_clock::now() + timeout);
+  auto now = std::chrono::steady_clock::now();
+  // Saturate: now + a huge timeout must not overflow into the past (Go's
+  // WithTimeout(ctx, math.MaxInt64) never fires).
+  if (timeout > context::time_point::max() - now) return with_deadline(parent, context::time_point::max());
+  return with_deadline(parent, now + timeout);
 }
 
 namespace detail {

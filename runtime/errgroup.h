@@ -8,9 +8,10 @@
 // go(f) runs f in a new goroutine; f returns std::error_code (or void). The first
 // non-empty error is kept and cancels the group's context; wait() waits for every
 // goroutine and returns it. With a limit, go() parks until a slot frees up and try_go()
-// returns false instead. An exception escaping f is captured like an error (it cancels
-// the context) and rethrown by wait(), after everything has finished. The context is
-// also cancelled when wait() returns, as in Go.
+// returns false instead. An exception escaping f cancels the context like an error and
+// the first one is rethrown by wait() (even after an earlier error), once everything
+// has finished. Each f, and what it captured, is destroyed before its goroutine counts
+// as done. The context is also cancelled when wait() returns, as in Go.
 #pragma once
 
 #include <exception>
@@ -78,30 +79,35 @@ class errgroup {
     weft::go([this, fn = std::forward<F>(f)]() mutable {
       std::error_code err;
       std::exception_ptr ex;
-      try {
-        if constexpr (std::is_void_v<std::invoke_result_t<decltype(fn)&>>)
-          fn();
-        else
-          err = fn();
-      } catch (...) {
-        ex = std::current_exception();
+      {
+        // The callable (and whatever it captured) is gone before done(): once wait()
+        // returns nothing of the group's work is still alive.
+        auto body = std::move(fn);
+        try {
+          if constexpr (std::is_void_v<std::invoke_result_t<decltype(body)&>>)
+            body();
+          else
+            err = body();
+        } catch (...) {
+          ex = std::current_exception();
+        }
       }
-      if (err || ex) fail(err, ex);
+      if (err || ex) fail(err, std::move(ex));
       if (sem_) sem_.recv();
       wg_running_--;
       wg_.done();
     });
   }
 
+  // The first error is kept; the first exception is kept too, even after an error,
+  // so that wait() always rethrows a panic (as errgroup does since golang/go#53757).
   void fail(std::error_code err, std::exception_ptr ex) {
     bool first = false;
     {
       std::lock_guard<mutex> l(mu_);
-      if (!err_ && !panic_) {
-        err_ = err;
-        panic_ = ex;
-        first = true;
-      }
+      first = !err_ && !panic_;
+      if (err && !err_) err_ = err;
+      if (ex && !panic_) panic_ = std::move(ex);
     }
     if (first && cancel_) cancel_(err);
   }

@@ -309,6 +309,8 @@ void checkdead_locked() {
   int32_t run = sched.mcount - sched.nmidle;
   if (run > 0) return;
   if (run < 0) throw_("checkdead: inconsistent counts");
+  // Someone is carrying runnable goroutines to a queue; it will start an M.
+  if (sched.in_flight.load(std::memory_order_acquire) != 0) return;
   for (int32_t i = 0; i < sched.nprocs; i++)
     if (sched.allp[i].timers.first_when.load(std::memory_order_acquire) != 0) return;
   if (poller()->has_waiters()) return;
@@ -669,7 +671,20 @@ top:
     if (sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst) - 1 < 0)
       throw_("findrunnable: negative nmspinning");
     // The other half of the lost-wakeup protocol: work submitted while we were
-    // spinning saw us spinning and did not wake anyone. Look once more.
+    // spinning saw us spinning and did not wake anyone. Look once more: the global queue
+    // (readies from threads without a P go there), then every P's queue.
+    if (sched.runqsize.load(std::memory_order_seq_cst) != 0) {
+      p* np;
+      {
+        lock_guard l(sched.mu);
+        np = pidleget_locked();
+      }
+      if (np) {
+        acquirep(mp, np);
+        become_spinning(mp);
+        goto top;
+      }
+    }
     for (int32_t i = 0; i < sched.nprocs; i++) {
       if (!runq_empty(&sched.allp[i])) {
         p* np;
@@ -892,6 +907,11 @@ void handoffp(p* pp) {
 // global queue as there are idle Ps, each with an M started; the rest go to our P.
 void inject_glist(g* head, int32_t n) {
   if (!head || n <= 0) return;
+  // The list came out of the poller: until it is queued, it is in flight.
+  sched.in_flight.fetch_add(1, std::memory_order_seq_cst);
+  struct done_flight {
+    ~done_flight() { sched.in_flight.fetch_sub(1, std::memory_order_release); }
+  } flight;
   m* mp = getm();
   p* pp = mp ? mp->pp : nullptr;
   if (sched.stopping.load(std::memory_order_relaxed)) pp = nullptr;
@@ -929,20 +949,27 @@ void wake_net_poller(int64_t when) {
 }
 
 void ready_g(g* gp, bool next) {
+  m* mp = getm();
+  p* pp = mp ? mp->pp : nullptr;
+  bool own_p = pp && pp->mp.load(std::memory_order_relaxed) == mp &&
+               pp->status.load(std::memory_order_relaxed) == pstatus::running;
+  // Without a running P (a foreign thread, sysmon, an M in a blocking call) the
+  // goroutine is in flight until it is on the global queue: keep checkdead off.
+  if (!own_p) sched.in_flight.fetch_add(1, std::memory_order_seq_cst);
   gstatus expect = gstatus::waiting;
   if (!gp->status.compare_exchange_strong(expect, gstatus::runnable, std::memory_order_acq_rel))
     throw_("ready: goroutine is not waiting");
-  m* mp = getm();
-  p* pp = mp ? mp->pp : nullptr;
-  if (pp && mp->pp->mp.load(std::memory_order_relaxed) == mp &&
-      pp->status.load(std::memory_order_relaxed) == pstatus::running) {
+  if (own_p) {
     runqput(pp, gp, next);
     // The StoreLoad fence of the wakeup protocol: with next, runqput published gp with
     // a locked CAS on runnext, which already is one.
     if (!next) store_load_fence();
   } else {
-    lock_guard l(sched.mu);  // the lock's release/acquire pair orders the publish
-    globrunq_put_locked(gp);
+    {
+      lock_guard l(sched.mu);  // the lock's release/acquire pair orders the publish
+      globrunq_put_locked(gp);
+    }
+    sched.in_flight.fetch_sub(1, std::memory_order_release);
   }
   wakep();
 }
@@ -961,13 +988,18 @@ void preempt_one(p* pp) {
   g* batch[kRunqSize];
   int32_t moved = 0;
   for (;;) {
+    sched.in_flight.fetch_add(1, std::memory_order_seq_cst);
     uint32_t n = runq_grab(pp, tmp, 0, true);
-    if (n == 0) break;
+    if (n == 0) {
+      sched.in_flight.fetch_sub(1, std::memory_order_release);
+      break;
+    }
     for (uint32_t i = 0; i < n; i++) batch[i] = tmp[i].load(std::memory_order_relaxed);
     {
       lock_guard l(sched.mu);
       globrunq_put_batch_locked(batch, n);
     }
+    sched.in_flight.fetch_sub(1, std::memory_order_release);
     moved += static_cast<int32_t>(n);
   }
   for (int32_t i = 0; i < moved && sched.npidle.load() > 0; i++) startm(nullptr, false);

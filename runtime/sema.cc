@@ -11,7 +11,7 @@ namespace weft::detail {
 namespace {
 
 bool unlock_commit(goroutine_ref, void* arg) {
-  static_cast<lock*>(arg)->release();
+  static_cast<spinlock*>(arg)->release();
   return true;
 }
 
@@ -53,19 +53,25 @@ bool sema::remove_locked(sema_waiter* w) {
   return true;
 }
 
+bool sema::try_acquire() {
+  spin_guard l(mu_);
+  if (count_ == 0) return false;
+  count_--;
+  return true;
+}
+
 void sema::acquire(wait_reason reason, bool lifo) {
-  if (try_acquire()) return;
-  sema_waiter w;
-  w.gp = current_goroutine();
-  w.since = wait_start();
   mu_.acquire();
-  nwait_.fetch_add(1, std::memory_order_seq_cst);
-  if (try_acquire()) {
-    nwait_.fetch_sub(1, std::memory_order_relaxed);
+  if (count_ > 0) {
+    count_--;
     mu_.release();
     return;
   }
+  sema_waiter w;
+  w.gp = current_goroutine();
+  w.since = wait_start();
   enqueue_locked(&w, lifo);
+  nwait_.fetch_add(1, std::memory_order_relaxed);
   park(reason, unlock_commit, &mu_);
   // The releaser dequeued us and handed us its unit.
   if (w.since) record_block(w.since, nanotime(), 1);
@@ -90,28 +96,29 @@ struct sema_timeout {
 };
 
 bool sema::acquire_for(wait_reason reason, int64_t timeout_ns) {
-  if (try_acquire()) return true;
-  if (timeout_ns <= 0) return false;
+  mu_.acquire();
+  if (count_ > 0) {
+    count_--;
+    mu_.release();
+    return true;
+  }
+  if (timeout_ns <= 0) {
+    mu_.release();
+    return false;
+  }
   sema_waiter w;
   w.gp = current_goroutine();
   w.since = wait_start();
   sema_timeout st{this, &w};
   timer t(&sema_timeout::fire, &st);
   t.sync = true;
-  int64_t when = nanotime() + timeout_ns;
-  mu_.acquire();
-  nwait_.fetch_add(1, std::memory_order_seq_cst);
-  if (try_acquire()) {
-    nwait_.fetch_sub(1, std::memory_order_relaxed);
-    mu_.release();
-    return true;
-  }
   enqueue_locked(&w, false);
+  nwait_.fetch_add(1, std::memory_order_relaxed);
   struct arm {
-    lock* mu;
+    spinlock* mu;
     timer* t;
     int64_t when;
-  } a{&mu_, &t, when};
+  } a{&mu_, &t, nanotime() + timeout_ns};
   park(reason, [](goroutine_ref, void* arg) {
     auto* x = static_cast<arm*>(arg);
     timer_add(x->t, x->when);  // armed only once we are parked
@@ -125,24 +132,33 @@ bool sema::acquire_for(wait_reason reason, int64_t timeout_ns) {
 }
 
 void sema::release(uint32_t n, bool handoff, bool mutex_profile) {
-  count_.fetch_add(n, std::memory_order_seq_cst);
-  if (nwait_.load(std::memory_order_seq_cst) == 0) return;
-  for (uint32_t i = 0; i < n; i++) {
-    mu_.acquire();
-    if (!head_ || !try_acquire()) {
-      mu_.release();
-      return;
-    }
+  // Under one lock hold: take up to n waiters off the queue into a private list (through
+  // their `next` links); units nobody waits for stay in count_.
+  sema_waiter* woken = nullptr;
+  sema_waiter** tail = &woken;
+  uint32_t k = 0;
+  mu_.acquire();
+  while (k < n && head_) {
     sema_waiter* w = head_;
     remove_locked(w);
-    nwait_.fetch_sub(1, std::memory_order_relaxed);
-    goroutine_ref gp = w->gp;  // w lives on gp's stack: read it before waking gp
+    *tail = w;
+    tail = &w->next;
+    k++;
+  }
+  *tail = nullptr;
+  count_ += n - k;
+  if (k) nwait_.fetch_sub(k, std::memory_order_relaxed);
+  mu_.release();  // the last access to *this: a waiter may now take a unit and free us
+  while (woken) {
+    sema_waiter* w = woken;
+    // w lives on its goroutine's stack: read everything before readying it.
+    woken = w->next;
+    goroutine_ref gp = w->gp;
     int64_t since = w->since;
-    mu_.release();
     if (mutex_profile && since) record_mutex(nanotime() - since, 1);
     ready(gp);
-    if (handoff && current_goroutine()) weft::yield();  // let the waiter run now
   }
+  if (handoff && k && current_goroutine()) weft::yield();  // let the waiter run now
 }
 
 }  // namespace weft::detail

@@ -139,8 +139,11 @@ void* sysmon_main(void*) {
     int64_t lastpoll = sched.lastpoll.load();
     if (poller()->has_waiters() && lastpoll != 0 && lastpoll + 10'000'000 < now) {
       if (sched.lastpoll.compare_exchange_strong(lastpoll, now)) {
+        // What the poll returns is in flight until injected (checkdead must not fire).
+        sched.in_flight.fetch_add(1, std::memory_order_seq_cst);
         int32_t n = 0;
         if (g* list = poller()->poll(0, &n)) inject_glist(list, n);
+        sched.in_flight.fetch_sub(1, std::memory_order_release);
       }
     }
     // Timers that should already have run: their P may be hogged.

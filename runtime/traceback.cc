@@ -200,8 +200,12 @@ bool snapshot_all(std::vector<g_snapshot>& out, g* self, int lock_tries) {
     }
     s.status = x->status.load(std::memory_order_seq_cst);
     if (s.status != gstatus::dead && s.status != gstatus::idle) {
-      s.reason = x->reason;
-      s.wait_since = x->wait_since.load(std::memory_order_relaxed);
+      // A parked goroutine's reason and stack are stable (`tracing` keeps it parked);
+      // a running one is writing them.
+      if (s.status == gstatus::waiting) {
+        s.reason = x->reason;
+        s.wait_since = x->wait_since.load(std::memory_order_relaxed);
+      }
       s.walked = s.status != gstatus::running;
       if (s.walked) walk_parked(x, s.pcs);
     }

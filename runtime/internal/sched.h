@@ -110,6 +110,11 @@ struct sched_t {
   note sysmonnote;
   pthread_t sysmon_thread{};
 
+  // Goroutines taken off one queue and not yet on another by a thread that is not a
+  // running M (sysmon moving a hogged P's queue or polling, a foreign thread readying):
+  // checkdead must not declare a deadlock while any are in flight.
+  std::atomic<int32_t> in_flight{0};
+
   std::atomic<bool> running{false};
   std::atomic<bool> stopping{false};
   std::atomic<uint64_t> goidgen{1};

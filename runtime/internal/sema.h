@@ -5,14 +5,18 @@
 // acquire() takes a unit or parks the goroutine. Waiters queue FIFO; lifo puts one at
 // the head instead (a mutex waiter that was woken and lost the race re-queues first, as
 // in Go). release() adds units and hands each to the head waiter; with handoff the
-// releaser also yields so the woken goroutine runs at once (mutex starvation mode). A
-// goroutine arriving while others wait may still take a released unit first (barging).
+// releaser also yields so the woken goroutine runs at once (mutex starvation mode).
 //
-// No lost wakeups: a releaser adds the unit, then looks at nwait (both seq_cst); a
-// waiter counts itself in nwait under mu, then retries the unit before queueing, and mu
-// stays held until it is fully parked (park's commit releases it). Whoever takes a
-// waiter off the queue (under mu) is the one that wakes it: a releaser, or the timer of
-// acquire_for.
+// Lifetime: everything, the count included, is guarded by one spin lock whose release
+// is a plain store. So a releaser's last access to the semaphore is its unlock, and a
+// waiter can only take a unit (and then, say, destroy the wait_group or mutex around
+// the semaphore) after that unlock. A lock-free fast path would let a waiter grab a unit
+// published by a releaser that is still reading the semaphore (Go avoids this by keeping
+// its waiter state in a global table; here the primitives above keep their own fast
+// paths: the mutex's state word, the wait_group's counter).
+//
+// No lost wakeups: a waiter checks the count and queues itself under the lock and stays
+// holding it until it is fully parked (park's commit releases it).
 #pragma once
 
 #include <atomic>
@@ -33,12 +37,7 @@ struct sema_waiter {
 
 class sema {
  public:
-  bool try_acquire() {
-    uint32_t c = count_.load(std::memory_order_relaxed);
-    while (c > 0)
-      if (count_.compare_exchange_weak(c, c - 1, std::memory_order_acquire)) return true;
-    return false;
-  }
+  bool try_acquire();
   void acquire(wait_reason reason, bool lifo = false);
   // Like acquire, giving up after timeout_ns. Returns false on timeout (no unit taken).
   bool acquire_for(wait_reason reason, int64_t timeout_ns);
@@ -52,10 +51,10 @@ class sema {
   bool remove_locked(sema_waiter* w);  // false if w is not queued
   friend struct sema_timeout;
 
-  std::atomic<uint32_t> count_{0};
-  std::atomic<uint32_t> nwait_{0};
-  lock mu_;
-  sema_waiter* head_ = nullptr;  // guarded by mu_
+  spinlock mu_;
+  uint32_t count_ = 0;                 // guarded by mu_
+  std::atomic<uint32_t> nwait_{0};     // written under mu_; read racily for stats
+  sema_waiter* head_ = nullptr;        // guarded by mu_
   sema_waiter* tail_ = nullptr;
 };
 
