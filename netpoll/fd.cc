@@ -3,6 +3,7 @@
 
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -12,6 +13,20 @@
 #include "runtime/internal/sched.h"
 
 namespace weft::net::detail {
+
+namespace {
+
+// Raw system calls for the hot path: glibc's wrappers of recv/sendmsg are cancellation
+// points and toggle the thread's async-cancel state around every call.
+inline ssize_t sys_recv(int fd, void* buf, std::size_t n) {
+  return syscall(SYS_recvfrom, fd, buf, n, 0, nullptr, nullptr);
+}
+inline ssize_t sys_send(int fd, const void* buf, std::size_t n) {
+  return syscall(SYS_sendto, fd, buf, n, MSG_NOSIGNAL, nullptr, 0);
+}
+inline ssize_t sys_sendmsg(int fd, const msghdr* msg) { return syscall(SYS_sendmsg, fd, msg, MSG_NOSIGNAL); }
+
+}  // namespace
 
 std::shared_ptr<netfd> netfd::open(int fd, std::error_code& err) {
   std::shared_ptr<netfd> f(new netfd(fd));
@@ -64,7 +79,7 @@ io_result netfd::read(void* buf, std::size_t n) {
   if (!incref()) return {0, errc::closed};
   io_result r;
   for (;;) {
-    ssize_t k = ::recv(fd_, buf, n, 0);
+    ssize_t k = sys_recv(fd_, buf, n);
     int e = errno;
     if (k > 0) {
       r.n = static_cast<std::size_t>(k);
@@ -96,8 +111,35 @@ io_result netfd::read(void* buf, std::size_t n) {
 }
 
 io_result netfd::write(const void* buf, std::size_t n) {
-  iovec iov{const_cast<void*>(buf), n};
-  return writev(&iov, 1);
+  std::lock_guard<weft::mutex> l(wmu_);
+  if (!incref()) return {0, errc::closed};
+  io_result r;
+  auto* p = static_cast<const char*>(buf);
+  while (r.n < n) {
+    ssize_t k = sys_send(fd_, p + r.n, n - r.n);
+    int e = errno;
+    if (k >= 0) {
+      r.n += static_cast<std::size_t>(k);
+      continue;
+    }
+    if (e == EINTR) continue;
+    if (e == EAGAIN || e == EWOULDBLOCK) {
+      if ((r.err = wait('w'))) break;
+      continue;
+    }
+    if (e == ENOTSOCK) {  // a pipe or another fd type
+      k = ::write(fd_, p + r.n, n - r.n);
+      e = errno;
+      if (k >= 0) {
+        r.n += static_cast<std::size_t>(k);
+        continue;
+      }
+    }
+    r.err = from_errno(e);
+    break;
+  }
+  decref();
+  return r;
 }
 
 io_result netfd::writev(const iovec* iov_in, int iovcnt) {
@@ -120,7 +162,7 @@ io_result netfd::writev(const iovec* iov_in, int iovcnt) {
       msghdr msg{};
       msg.msg_iov = local + first;
       msg.msg_iovlen = static_cast<decltype(msg.msg_iovlen)>(cnt - first);
-      ssize_t k = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+      ssize_t k = sys_sendmsg(fd_, &msg);
       int e = errno;
       if (k < 0) {
         if (e == EINTR) continue;

@@ -10,8 +10,9 @@
 //   - frees cached dead goroutines that went unused for a second (gcache.h);
 //   - prints the schedtrace line when WEFTDEBUG=schedtrace=N asks for it.
 // Cadence (Go's): sleep 20 us; after 1 ms without anything to do, double the sleep up to
-// 10 ms. While every P is idle it sleeps on a note until a P is taken again (pidleget
-// wakes it) or the nearest timer is due, so an idle process costs no CPU.
+// 10 ms. Once it has backed off to 10 ms and every P is idle, it sleeps on a note until
+// a P is taken again (pidleget wakes it) or the nearest timer is due, so an idle process
+// costs no CPU.
 #include <pthread.h>
 #include <sys/prctl.h>
 
@@ -111,7 +112,10 @@ void* sysmon_main(void*) {
     if (sched.stopping.load(std::memory_order_acquire)) break;
     int64_t now = nanotime();
 
-    if (sched.schedtrace_ms <= 0 && sched.npidle.load() == sched.nprocs) {
+    // Every P idle, and sysmon has backed off all the way (no work for >1 ms): sleep
+    // until a P is taken again. Not sooner: an I/O server's Ps go idle between bursts
+    // all the time, and waking sysmon on each burst would cost a futex call each.
+    if (sched.schedtrace_ms <= 0 && delay_us >= 10000 && sched.npidle.load() == sched.nprocs) {
       bool waited = false;
       {
         lock_guard l(sched.mu);

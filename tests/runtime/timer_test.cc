@@ -79,7 +79,7 @@ TEST(Timer, HeapFiresInDeadlineOrder) {
       recs[i].when = whens[i];
       recs[i].seq = &seq;
       ctxs[i] = ctx{&recs[i], &wg};
-      recs[i].t.f = [](detail::timer*, void* arg) {
+      recs[i].t.f = [](detail::timer*, void* arg, uintptr_t) {
         auto* c = static_cast<ctx*>(arg);
         c->r->fired_seq = c->r->seq->fetch_add(1);
         c->wg->done();
