@@ -111,6 +111,7 @@ weft::detail::g* poller_poll(int64_t delay, int32_t* n) {
     if (ev.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) mode += 'r';
     if (ev.events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) mode += 'w';
     if (mode) pd_ready(pd, mode, &list, n);
+    if (ev.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) pd_hangup(pd);
   }
   return list;
 }

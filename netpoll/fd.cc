@@ -79,7 +79,7 @@ io_result netfd::read(void* buf, std::size_t n) {
   if (!incref()) return {0, errc::closed};
   io_result r;
   for (;;) {
-    ssize_t k = sys_recv(fd_, buf, n);
+    ssize_t k = is_socket_ ? sys_recv(fd_, buf, n) : ::read(fd_, buf, n);
     int e = errno;
     if (k > 0) {
       r.n = static_cast<std::size_t>(k);
@@ -90,18 +90,13 @@ io_result netfd::read(void* buf, std::size_t n) {
       break;
     }
     if (e == EINTR) continue;
+    if (e == ENOTSOCK && is_socket_) {  // a pipe, signalfd, eventfd...: plain read(2)
+      is_socket_ = false;
+      continue;
+    }
     if (e == EAGAIN || e == EWOULDBLOCK) {
       if ((r.err = wait('r'))) break;
       continue;
-    }
-    if (e == ENOTSOCK) {  // a pipe or another fd type
-      k = ::read(fd_, buf, n);
-      e = errno;
-      if (k >= 0) {
-        r.n = static_cast<std::size_t>(k);
-        if (k == 0 && n) r.err = errc::eof;
-        break;
-      }
     }
     r.err = from_errno(e);
     break;
@@ -116,24 +111,20 @@ io_result netfd::write(const void* buf, std::size_t n) {
   io_result r;
   auto* p = static_cast<const char*>(buf);
   while (r.n < n) {
-    ssize_t k = sys_send(fd_, p + r.n, n - r.n);
+    ssize_t k = is_socket_ ? sys_send(fd_, p + r.n, n - r.n) : ::write(fd_, p + r.n, n - r.n);
     int e = errno;
     if (k >= 0) {
       r.n += static_cast<std::size_t>(k);
       continue;
     }
     if (e == EINTR) continue;
+    if (e == ENOTSOCK && is_socket_) {  // a pipe or another fd type: plain write(2)
+      is_socket_ = false;
+      continue;
+    }
     if (e == EAGAIN || e == EWOULDBLOCK) {
       if ((r.err = wait('w'))) break;
       continue;
-    }
-    if (e == ENOTSOCK) {  // a pipe or another fd type
-      k = ::write(fd_, p + r.n, n - r.n);
-      e = errno;
-      if (k >= 0) {
-        r.n += static_cast<std::size_t>(k);
-        continue;
-      }
     }
     r.err = from_errno(e);
     break;

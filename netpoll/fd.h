@@ -49,6 +49,8 @@ class netfd {
   // deadline: nanotime, 0 clears. mode 'r', 'w' or 'r' + 'w'.
   void set_deadline(int64_t deadline, int mode) { pd_set_deadline(pd_, deadline, mode); }
   int sysfd() const { return fd_; }
+  void watch_hangup(void (*cb)(void*), void* arg) { pd_watch_hangup(pd_, cb, arg); }
+  void unwatch_hangup() { pd_unwatch_hangup(pd_); }
   bool closed() const { return state_.load(std::memory_order_acquire) & kClosing; }
 
  private:
@@ -59,6 +61,7 @@ class netfd {
 
   static constexpr uint64_t kClosing = uint64_t{1} << 63;
   int fd_;
+  bool is_socket_ = true;           // cleared on the first ENOTSOCK (pipes, signalfd...)
   poll_desc* pd_ = nullptr;
   std::atomic<uint64_t> state_{1};  // references (the open one included) | kClosing
   weft::mutex rmu_;

@@ -69,6 +69,16 @@ class conn {
   std::error_code close_write();  // half-close: the peer reads eof, we can still read
   std::error_code close();        // errc::closed if already closed
 
+  // Calls cb(arg) from the scheduler when the peer shuts down or the connection fails
+  // (at once if it already did). cb must not block. One watch at a time; unwatch waits
+  // for a call in progress. (The HTTP server uses it to cancel request contexts.)
+  void watch_hangup(void (*cb)(void*), void* arg) {
+    if (fd_) fd_->watch_hangup(cb, arg);
+  }
+  void unwatch_hangup() {
+    if (fd_) fd_->unwatch_hangup();
+  }
+
   std::string local_address() const { return local_; }
   std::string remote_address() const { return remote_; }
   int native_handle() const { return fd_ ? fd_->sysfd() : -1; }

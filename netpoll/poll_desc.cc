@@ -129,6 +129,12 @@ poll_desc* pd_open(int fd, std::error_code* err) {
     pd->rd_expired.store(false, std::memory_order_relaxed);
     pd->wd_expired.store(false, std::memory_order_relaxed);
     pd->closed_flag.store(false, std::memory_order_relaxed);
+    pd->hup_seen.store(false, std::memory_order_relaxed);
+    {
+      weft::detail::spin_guard hl(pd->hup_mu);
+      pd->on_hup = nullptr;
+      pd->hup_arg = nullptr;
+    }
     pd->rg.store(poll_desc::kNil, std::memory_order_relaxed);
     pd->wg.store(poll_desc::kNil, std::memory_order_relaxed);
     pd->fdseq.fetch_add(1, std::memory_order_release);
@@ -235,6 +241,32 @@ void pd_ready(poll_desc* pd, int mode, g** list, int32_t* n) {
   };
   if (mode == 'r' || mode == 'r' + 'w') push(unblock(pd, 'r', true));
   if (mode == 'w' || mode == 'r' + 'w') push(unblock(pd, 'w', true));
+}
+
+void pd_hangup(poll_desc* pd) {
+  pd->hup_seen.store(true, std::memory_order_seq_cst);
+  weft::detail::spin_guard l(pd->hup_mu);
+  if (pd->on_hup) pd->on_hup(pd->hup_arg);
+}
+
+void pd_watch_hangup(poll_desc* pd, void (*cb)(void*), void* arg) {
+  bool seen;
+  {
+    weft::detail::spin_guard l(pd->hup_mu);
+    pd->on_hup = cb;
+    pd->hup_arg = arg;
+    seen = pd->hup_seen.load(std::memory_order_seq_cst);
+  }
+  if (seen) {
+    weft::detail::spin_guard l(pd->hup_mu);
+    if (pd->on_hup == cb && pd->hup_arg == arg) cb(arg);
+  }
+}
+
+void pd_unwatch_hangup(poll_desc* pd) {
+  weft::detail::spin_guard l(pd->hup_mu);
+  pd->on_hup = nullptr;
+  pd->hup_arg = nullptr;
 }
 
 int64_t poller_waiters() { return g_waiters.load(std::memory_order_relaxed); }

@@ -67,6 +67,14 @@ struct poll_desc {
   std::atomic<bool> wd_expired{false};
   std::atomic<bool> closed_flag{false};
 
+  // Hang-up watch (pd_watch_hangup): called from the poller when the peer shuts down or
+  // the connection fails. hup_mu is held while the callback runs, so unwatching waits
+  // for a callback in progress.
+  weft::detail::spinlock hup_mu;
+  void (*on_hup)(void*) = nullptr;     // hup_mu
+  void* hup_arg = nullptr;             // hup_mu
+  std::atomic<bool> hup_seen{false};
+
   poll_desc* next_free = nullptr;      // the poll_desc cache
 };
 
@@ -87,5 +95,12 @@ void pd_set_deadline(poll_desc* pd, int64_t deadline, int mode);
 
 // The poller reports readiness (mode 'r', 'w' or 'r'+'w') and collects goroutines.
 void pd_ready(poll_desc* pd, int mode, weft::detail::g** list, int32_t* n);
+// The poller saw the peer shut down or an error: runs the hang-up watch, if any.
+void pd_hangup(poll_desc* pd);
+// Calls cb(arg) from the poller when the connection hangs up (at once if it already
+// has). cb runs on a scheduler thread: it must not block. Unwatching waits for a call in
+// progress.
+void pd_watch_hangup(poll_desc* pd, void (*cb)(void*), void* arg);
+void pd_unwatch_hangup(poll_desc* pd);
 
 }  // namespace weft::net::detail

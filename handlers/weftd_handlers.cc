@@ -1,0 +1,97 @@
+#include "handlers/weftd_handlers.h"
+
+#include <charconv>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "runtime/chan_timer.h"
+#include "runtime/runtime.h"
+#include "runtime/select.h"
+
+namespace weft::handlers {
+
+uint64_t cpu_work(uint64_t n) {
+  uint64_t x = n | 1;
+  for (uint64_t i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    if ((i & 4095) == 0) weft::preempt_check();
+  }
+  return x;
+}
+
+namespace {
+
+bool parse_u64(std::string_view s, uint64_t& v) {
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  return !s.empty() && ec == std::errc() && p == s.data() + s.size();
+}
+
+void bad_request(http::response_writer& w, std::string_view why) {
+  w.write_header(400);
+  w.write(std::string(why) + "\n");
+}
+
+}  // namespace
+
+void register_weftd_routes(http::serve_mux& mux, const std::atomic<bool>* ready) {
+  mux.handle("GET /hello", [](http::response_writer& w, http::request&) {
+    w.set_header("Content-Type", "text/plain");
+    w.write("Hello, World!");
+  });
+
+  mux.handle("GET /json", [](http::response_writer& w, http::request&) {
+    nlohmann::json j = {{"message", "Hello, World!"}};
+    w.set_header("Content-Type", "application/json");
+    w.write(j.dump());
+  });
+
+  mux.handle("POST /echo", [](http::response_writer& w, http::request& r) {
+    std::string_view ct = r.header("Content-Type");
+    w.set_header("Content-Type", ct.empty() ? "application/octet-stream" : ct);
+    if (auto cl = r.content_length()) w.set_header("Content-Length", std::to_string(*cl));
+    char buf[16384];
+    for (;;) {
+      auto [n, err] = r.read_body(buf, sizeof buf);
+      if (n && w.write(buf, n)) return;
+      if (err) return;  // eof, or a body error the server answers (413) if nothing went out
+    }
+  });
+
+  mux.handle("GET /sleep", [](http::response_writer& w, http::request& r) {
+    uint64_t ms = 0;
+    if (!parse_u64(r.query("ms"), ms) || ms > 60000) return bad_request(w, "ms must be 0..60000");
+    auto done = r.ctx().done();
+    time_point t;
+    std::monostate m;
+    if (weft::select(weft::case_recv(weft::after(std::chrono::milliseconds(ms)), t), weft::case_recv(done, m)) == 1)
+      return;  // deadline (the server answers 503) or the client went away
+    w.set_header("Content-Type", "text/plain");
+    w.write("slept " + std::to_string(ms) + "ms\n");
+  });
+
+  mux.handle("GET /cpu", [](http::response_writer& w, http::request& r) {
+    uint64_t n = 0;
+    if (!parse_u64(r.query("n"), n) || n > 1'000'000'000) return bad_request(w, "n must be 0..1000000000");
+    w.set_header("Content-Type", "text/plain");
+    w.write(std::to_string(cpu_work(n)) + "\n");
+  });
+
+  mux.handle("GET /healthz", [](http::response_writer& w, http::request&) {
+    w.set_header("Content-Type", "text/plain");
+    w.write("ok\n");
+  });
+
+  mux.handle("GET /readyz", [ready](http::response_writer& w, http::request&) {
+    w.set_header("Content-Type", "text/plain");
+    if (ready && !ready->load(std::memory_order_acquire)) {
+      w.write_header(503);
+      w.write("shutting down\n");
+      return;
+    }
+    w.write("ready\n");
+  });
+}
+
+}  // namespace weft::handlers

@@ -1,0 +1,1011 @@
+// The connection loop: one goroutine per connection reads, parses and answers its
+// requests in order.
+//
+// Reading. Bytes are read into a fixed 16 KiB buffer and fed to llhttp (strict mode).
+// Callbacks copy the method, target and headers out, so the buffer only ever holds bytes
+// not yet parsed. The parser pauses at the end of the headers when a body follows (the
+// handler then streams it through read_body, which resumes the parser) and at the end of
+// every message, so pipelined requests are taken one at a time and answered in order.
+//
+// Writing. Responses go into a per-connection buffer. It is flushed when the handler
+// flushes, when a response is complete and no further pipelined request is already
+// buffered (so a batch of 16 pipelined requests costs one read and one write), or when
+// it grows past 64 KiB. A body up to 2 KiB written by a handler that does not flush gets
+// a Content-Length; anything else is chunked (HTTP/1.1) or ends with the connection
+// (HTTP/1.0), as net/http does.
+//
+// Deadlines. While waiting for a request: the idle timeout. Once its first byte is in:
+// the read-header timeout (and the read timeout for the whole request). After the
+// headers: the write timeout. The handler's deadline is a runtime timer per connection:
+// when it fires it cancels the request's context and, if the handler has written
+// nothing, a helper goroutine answers 503 at once and the handler's later writes fail.
+// A client that hangs up (the poller's hang-up watch) cancels the context too.
+#include <llhttp.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstring>
+#include <ctime>
+#include <exception>
+#include <mutex>
+
+#include "runtime/internal/sched.h"
+#include "runtime/internal/timer.h"
+#include "runtime/runtime.h"
+#include "server/internal/server_impl.h"
+
+namespace weft::http {
+
+bool url_decode(std::string_view in, std::string& out, bool plus_is_space);
+
+namespace detail {
+
+// ---------------------------------------------------------------------------------------
+// Connection phases (shutdown's view).
+
+bool conn_state::begin_request() {
+  weft::detail::spin_guard l(phase_mu);
+  if (phase == conn_phase::closing) return false;
+  phase = conn_phase::active;
+  return true;
+}
+
+void conn_state::end_request() {
+  weft::detail::spin_guard l(phase_mu);
+  if (phase == conn_phase::active) phase = conn_phase::idle;
+}
+
+bool conn_state::close_if_idle() {
+  {
+    weft::detail::spin_guard l(phase_mu);
+    if (phase != conn_phase::idle && phase != conn_phase::fresh) return false;
+    phase = conn_phase::closing;
+  }
+  c.close();  // wakes the loop's read with errc::closed
+  return true;
+}
+
+void conn_state::force() {
+  force_close.store(true, std::memory_order_release);
+  void (*cancel)(void*) = nullptr;
+  void* arg = nullptr;
+  {
+    weft::detail::spin_guard l(phase_mu);
+    phase = conn_phase::closing;
+    cancel = cancel_current;
+    arg = cancel_arg;
+  }
+  if (cancel) cancel(arg);
+  c.close();
+}
+
+// ---------------------------------------------------------------------------------------
+// Date header, cached per second.
+
+namespace {
+
+struct date_cache {
+  weft::detail::spinlock mu;
+  time_t sec = 0;
+  char text[40] = {};
+};
+date_cache g_date;
+
+void append_date(std::string& out) {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  weft::detail::spin_guard l(g_date.mu);
+  if (ts.tv_sec != g_date.sec) {
+    tm t;
+    gmtime_r(&ts.tv_sec, &t);
+    strftime(g_date.text, sizeof g_date.text, "%a, %d %b %Y %H:%M:%S GMT", &t);
+    g_date.sec = ts.tv_sec;
+  }
+  out.append(g_date.text);
+}
+
+void append_uint(std::string& out, uint64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+void append_hex(std::string& out, uint64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v, 16);
+  out.append(buf, r.ptr);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Per-request state, on the connection goroutine's stack while the request is served.
+
+struct request_state {
+  struct conn_loop* loop;
+  request* req;
+  response_writer* w;
+  clock::time_point start;
+  int64_t deadline_ns = 0;           // nanotime
+  bool head = false;                 // HEAD: headers only
+  bool expect_continue = false;
+  bool sent_continue = false;
+  bool close_after = false;          // Connection: close on this response
+  bool chunked = false;              // response uses chunked encoding
+  bool headers_out = false;          // status line and headers are in the write buffer
+  std::string body;                  // body held back to compute Content-Length
+  uint64_t body_read = 0;
+  bool write_error = false;
+
+  // Who owns the response: the handler writes (kHandler) or the deadline answered 503
+  // (kTimedOut). Decided once, by CAS.
+  static constexpr int kUnclaimed = 0, kHandler = 1, kTimedOut = 2;
+  std::atomic<int> owner{kUnclaimed};
+
+  // The context, made on demand; cancellation may come first (deadline, hang-up).
+  weft::detail::spinlock ctx_mu;
+  bool ctx_made = false;
+  context ctx;
+  cancel_func cancel;
+  bool canceled = false;
+  std::error_code cancel_cause;
+
+  const context& get_ctx() {
+    weft::detail::spin_guard l(ctx_mu);
+    if (!ctx_made) {
+      auto c = with_deadline(background(), clock::time_point(std::chrono::nanoseconds(deadline_ns)));
+      ctx = std::move(c.ctx);
+      cancel = std::move(c.cancel);
+      ctx_made = true;
+      if (canceled) cancel(cancel_cause);
+    }
+    return ctx;
+  }
+  void cancel_ctx(std::error_code cause) {
+    cancel_func f;
+    {
+      weft::detail::spin_guard l(ctx_mu);
+      if (canceled) return;
+      canceled = true;
+      cancel_cause = cause;
+      if (ctx_made) f = cancel;
+    }
+    if (f) f(cause);
+  }
+};
+
+struct conn_loop {
+  conn_state* cs;
+  server::impl* srv;
+  std::shared_ptr<const server_options> opts;
+  net::conn c;
+  std::string remote;
+
+  static constexpr std::size_t kReadBuf = 16 * 1024;
+  char rbuf[kReadBuf];
+  std::size_t rpos = 0, rlen = 0;
+  std::string wbuf;
+
+  llhttp_t parser;
+  // Current message, filled by the callbacks.
+  request* req = nullptr;
+  std::string hname, hval;
+  bool in_value = false;
+  std::size_t header_bytes = 0;
+  bool headers_done = false;
+  bool message_done = false;
+  bool body_too_large = false;
+  bool header_too_large = false;
+  std::string body_pending;
+  std::size_t body_off = 0;
+  uint64_t body_total = 0;
+  uint64_t body_limit = 0;           // this request's body limit
+
+  request_state* st = nullptr;       // while a handler runs
+  weft::detail::timer deadline_timer;
+  wait_group helpers;                // the 503 writer, if the deadline spawned one
+  weft::mutex write_mu;              // the handler and the 503 writer share the socket
+
+  std::error_code flush_locked();
+  std::error_code flush() {
+    std::lock_guard<weft::mutex> l(write_mu);
+    return flush_locked();
+  }
+  void serve();
+  bool read_more();                  // false: EOF, error or timeout
+  int parse_head();                  // see below
+  void simple_response(int status, std::string_view body, bool close);
+  bool handle_request();             // true: keep the connection open
+  void lingering_close();
+  void finish_response(request_state& rs, response_writer& w);
+  void drain_body();
+  void log_access(const request& r, const response_writer& w, clock::duration took);
+
+  // For the llhttp callbacks (request's fields are ours to fill).
+  void append_method(const char* at, std::size_t n) { req->method_.append(at, n); }
+  void append_target(const char* at, std::size_t n) { req->target_.append(at, n); }
+  void push_header() {
+    if (!hname.empty()) req->headers_.add(hname, hval);
+    hname.clear();
+    hval.clear();
+  }
+  void set_version(int major, int minor) {
+    req->major_ = major;
+    req->minor_ = minor;
+  }
+  void set_content_length(uint64_t n) { req->content_length_ = n; }
+};
+
+// ---------------------------------------------------------------------------------------
+// llhttp callbacks.
+
+namespace {
+
+conn_loop* loop_of(llhttp_t* p) { return static_cast<conn_loop*>(p->data); }
+
+int on_message_begin(llhttp_t* p) {
+  conn_loop* l = loop_of(p);
+  l->hname.clear();
+  l->hval.clear();
+  l->in_value = false;
+  l->header_bytes = 0;
+  l->headers_done = false;
+  l->message_done = false;
+  l->body_too_large = false;
+  l->header_too_large = false;
+  l->body_pending.clear();
+  l->body_off = 0;
+  l->body_total = 0;
+  l->body_limit = l->opts->max_body_bytes;
+  return 0;
+}
+
+int count_header(llhttp_t* p, std::size_t n) {
+  conn_loop* l = loop_of(p);
+  l->header_bytes += n;
+  if (l->header_bytes > l->opts->max_header_bytes) {
+    l->header_too_large = true;
+    llhttp_set_error_reason(p, "header too large");
+    return HPE_USER;
+  }
+  return 0;
+}
+
+int on_method(llhttp_t* p, const char* at, std::size_t n) {
+  loop_of(p)->append_method(at, n);
+  return count_header(p, n);
+}
+
+int on_url(llhttp_t* p, const char* at, std::size_t n) {
+  loop_of(p)->append_target(at, n);
+  return count_header(p, n);
+}
+
+void push_header(conn_loop* l) { l->push_header(); }
+
+int on_header_field(llhttp_t* p, const char* at, std::size_t n) {
+  conn_loop* l = loop_of(p);
+  if (l->in_value) {
+    push_header(l);
+    l->in_value = false;
+  }
+  l->hname.append(at, n);
+  return count_header(p, n + 4);  // ": " and CRLF
+}
+
+int on_header_value(llhttp_t* p, const char* at, std::size_t n) {
+  conn_loop* l = loop_of(p);
+  l->in_value = true;
+  l->hval.append(at, n);
+  return count_header(p, n);
+}
+
+int on_headers_complete(llhttp_t* p) {
+  conn_loop* l = loop_of(p);
+  if (l->in_value || !l->hname.empty()) push_header(l);
+  l->in_value = false;
+  l->headers_done = true;
+  l->set_version(p->http_major, p->http_minor);
+  if (p->flags & F_CONTENT_LENGTH) l->set_content_length(p->content_length);
+  bool has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+  // Pause so that the handler can stream the body; without one, the message completes
+  // right away and pauses there.
+  return has_body ? HPE_PAUSED : 0;
+}
+
+int on_body(llhttp_t* p, const char* at, std::size_t n) {
+  conn_loop* l = loop_of(p);
+  l->body_total += n;
+  if (l->body_total > l->body_limit) {
+    l->body_too_large = true;
+    llhttp_set_error_reason(p, "body too large");
+    return HPE_USER;
+  }
+  l->body_pending.append(at, n);
+  return 0;
+}
+
+int on_message_complete(llhttp_t* p) {
+  loop_of(p)->message_done = true;
+  return HPE_PAUSED;  // one message at a time
+}
+
+llhttp_settings_t make_settings() {
+  llhttp_settings_t s;
+  llhttp_settings_init(&s);
+  s.on_message_begin = on_message_begin;
+  s.on_method = on_method;
+  s.on_url = on_url;
+  s.on_header_field = on_header_field;
+  s.on_header_value = on_header_value;
+  s.on_headers_complete = on_headers_complete;
+  s.on_body = on_body;
+  s.on_message_complete = on_message_complete;
+  return s;
+}
+
+const llhttp_settings_t g_settings = make_settings();
+
+int64_t now_ns() { return weft::detail::nanotime(); }
+
+clock::time_point after(std::chrono::nanoseconds d) { return clock::now() + d; }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Reading.
+
+bool conn_loop::read_more() {
+  if (rpos == rlen) rpos = rlen = 0;
+  if (rlen == kReadBuf) {
+    if (rpos == 0) return false;  // cannot happen: callbacks consume everything parsed
+    std::memmove(rbuf, rbuf + rpos, rlen - rpos);
+    rlen -= rpos;
+    rpos = 0;
+  }
+  auto r = c.read(rbuf + rlen, kReadBuf - rlen);
+  rlen += r.n;
+  return r.n > 0;
+}
+
+// Parses until the headers of the next request are complete. Returns 1 when they are,
+// 0 when the connection ended cleanly between requests, or a negative llhttp error
+// (-HPE_*), or -1000 for a timeout or read error in the middle of a request.
+int conn_loop::parse_head() {
+  bool started = false;
+  for (;;) {
+    if (rpos == rlen) {
+      if (!started) {
+        // Between requests: the idle timeout applies until the first byte arrives.
+        auto idle = opts->idle_timeout.count() ? opts->idle_timeout : opts->read_header_timeout;
+        if (idle.count()) c.set_read_deadline(after(idle));
+        if (!read_more()) return 0;
+        if (!cs->begin_request()) return 0;
+        started = true;
+        auto hdr = opts->read_header_timeout;
+        if (opts->read_timeout.count() && (hdr.count() == 0 || opts->read_timeout < hdr)) hdr = opts->read_timeout;
+        if (hdr.count()) c.set_read_deadline(after(hdr));
+        else c.set_read_deadline({});
+      } else if (!read_more()) {
+        return -1000;
+      }
+    }
+    if (!started) {
+      if (!cs->begin_request()) return 0;
+      started = true;
+    }
+    const char* begin = rbuf + rpos;
+    llhttp_errno_t e = llhttp_execute(&parser, begin, rlen - rpos);
+    if (e == HPE_OK) {
+      rpos = rlen;  // all parsed, headers not complete yet
+      continue;
+    }
+    if (e == HPE_PAUSED) {
+      rpos += static_cast<std::size_t>(llhttp_get_error_pos(&parser) - begin);
+      llhttp_resume(&parser);
+      if (headers_done) return 1;
+      continue;
+    }
+    return -static_cast<int>(e);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing.
+
+std::error_code conn_loop::flush_locked() {
+  if (wbuf.empty()) return {};
+  auto r = c.write(wbuf.data(), wbuf.size());
+  wbuf.clear();
+  if (wbuf.capacity() > 256 * 1024) wbuf.shrink_to_fit();
+  return r.err;
+}
+
+void conn_loop::simple_response(int status, std::string_view body, bool close) {
+  std::lock_guard<weft::mutex> l(write_mu);
+  wbuf.append("HTTP/1.1 ");
+  append_uint(wbuf, static_cast<uint64_t>(status));
+  wbuf.push_back(' ');
+  wbuf.append(status_text(status));
+  wbuf.append("\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+  append_uint(wbuf, body.size());
+  wbuf.append("\r\nDate: ");
+  append_date(wbuf);
+  wbuf.append("\r\nServer: ");
+  wbuf.append(opts->server_name);
+  if (close) wbuf.append("\r\nConnection: close");
+  wbuf.append("\r\n\r\n");
+  wbuf.append(body);
+  flush_locked();
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------
+// request / response_writer, backed by request_state.
+
+using detail::request_state;
+
+const context& request::ctx() {
+  static const context bg;
+  return st_ ? st_->get_ctx() : bg;
+}
+
+std::string_view request::remote_address() const { return st_ ? std::string_view(st_->loop->remote) : std::string_view(); }
+
+void request::shorten_deadline(clock::time_point t) {
+  if (!st_) return;
+  int64_t d = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  if (d <= 0 || d >= st_->deadline_ns) return;
+  st_->deadline_ns = d;
+  weft::detail::timer_reset(&st_->loop->deadline_timer, d);
+  weft::detail::spin_guard l(st_->ctx_mu);
+  if (st_->ctx_made) {
+    // Already handed out: derive an earlier child (the old one stays valid).
+    auto c = with_deadline(st_->ctx, t);
+    st_->ctx = std::move(c.ctx);
+    st_->cancel = std::move(c.cancel);
+  }
+}
+
+void request::set_body_limit(uint64_t n) {
+  if (st_ && n < st_->loop->body_limit) st_->loop->body_limit = n;
+}
+
+net::io_result request::read_body(void* buf, std::size_t n) {
+  if (!st_) return {0, net::errc::eof};
+  detail::conn_loop* l = st_->loop;
+  if (l->body_too_large) return {0, errc::body_too_large};
+  if (st_->expect_continue && !st_->sent_continue && !st_->w->wrote_header()) {
+    st_->sent_continue = true;
+    std::lock_guard<weft::mutex> g(l->write_mu);
+    l->wbuf.append("HTTP/1.1 100 Continue\r\n\r\n");
+    l->flush_locked();
+  }
+  for (;;) {
+    if (l->body_off < l->body_pending.size()) {
+      std::size_t k = std::min(n, l->body_pending.size() - l->body_off);
+      std::memcpy(buf, l->body_pending.data() + l->body_off, k);
+      l->body_off += k;
+      if (l->body_off == l->body_pending.size()) {
+        l->body_pending.clear();
+        l->body_off = 0;
+      }
+      st_->body_read += k;
+      return {k, {}};
+    }
+    if (l->message_done) return {0, net::errc::eof};
+    if (l->rpos == l->rlen && !l->read_more()) return {0, net::errc::unexpected_eof};
+    const char* begin = l->rbuf + l->rpos;
+    llhttp_errno_t e = llhttp_execute(&l->parser, begin, l->rlen - l->rpos);
+    if (e == HPE_OK) {
+      l->rpos = l->rlen;
+    } else if (e == HPE_PAUSED) {
+      l->rpos += static_cast<std::size_t>(llhttp_get_error_pos(&l->parser) - begin);
+      llhttp_resume(&l->parser);
+    } else {
+      st_->close_after = true;
+      if (l->body_too_large) return {0, errc::body_too_large};
+      return {0, std::make_error_code(std::errc::bad_message)};
+    }
+  }
+}
+
+std::pair<std::string, std::error_code> request::read_all_body() {
+  std::string out;
+  char buf[16384];
+  for (;;) {
+    auto r = read_body(buf, sizeof buf);
+    out.append(buf, r.n);
+    if (r.err) {
+      if (r.err == net::errc::eof) return {std::move(out), {}};
+      return {std::move(out), r.err};
+    }
+  }
+}
+
+namespace {
+
+bool body_allowed(int status) { return !(status < 200 || status == 204 || status == 304); }
+
+// Appends the status line and headers to the write buffer (write_mu held).
+void emit_headers(request_state& rs, response_writer& w, bool final_known_length) {
+  detail::conn_loop* l = rs.loop;
+  std::string& out = l->wbuf;
+  bool http10 = rs.req->proto_minor() == 0 && rs.req->proto_major() == 1;
+  out.append(http10 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  detail::append_uint(out, static_cast<uint64_t>(w.status()));
+  out.push_back(' ');
+  out.append(status_text(w.status()));
+  out.append("\r\n");
+  headers& h = w.header();
+  bool has_cl = h.has("Content-Length");
+  bool has_ct = h.has("Content-Type");
+  for (const auto& f : h.fields()) {
+    if (iequals(f.name, "Connection") || iequals(f.name, "Transfer-Encoding")) continue;
+    out.append(f.name);
+    out.append(": ");
+    out.append(f.value);
+    out.append("\r\n");
+  }
+  bool allowed = body_allowed(w.status());
+  if (allowed && !has_cl) {
+    if (final_known_length) {
+      out.append("Content-Length: ");
+      detail::append_uint(out, rs.body.size());
+      out.append("\r\n");
+    } else if (!http10) {
+      rs.chunked = true;
+      out.append("Transfer-Encoding: chunked\r\n");
+    } else {
+      rs.close_after = true;  // HTTP/1.0 without a length: the body ends with the connection
+    }
+  }
+  if (allowed && !has_ct && (!rs.body.empty() || !final_known_length))
+    out.append("Content-Type: text/plain; charset=utf-8\r\n");
+  out.append("Date: ");
+  detail::append_date(out);
+  out.append("\r\nServer: ");
+  out.append(l->opts->server_name);
+  out.append("\r\n");
+  if (rs.close_after)
+    out.append("Connection: close\r\n");
+  else if (http10)
+    out.append("Connection: keep-alive\r\n");
+  out.append("\r\n");
+  rs.headers_out = true;
+}
+
+// Moves held-back body bytes to the write buffer (write_mu held, headers out).
+void emit_body(request_state& rs, std::string_view data) {
+  if (rs.head || data.empty() || !body_allowed(rs.w->status())) return;
+  std::string& out = rs.loop->wbuf;
+  if (rs.chunked) {
+    detail::append_hex(out, data.size());
+    out.append("\r\n");
+    out.append(data);
+    out.append("\r\n");
+  } else {
+    out.append(data);
+  }
+}
+
+constexpr std::size_t kBufferBeforeChunking = 2048;
+constexpr std::size_t kFlushAt = 64 * 1024;
+
+// The response now belongs to the handler, unless the deadline already answered 503.
+bool claim(request_state& rs) {
+  int o = rs.owner.load(std::memory_order_acquire);
+  if (o == request_state::kHandler) return true;
+  if (o == request_state::kTimedOut) return false;
+  int expected = request_state::kUnclaimed;
+  return rs.owner.compare_exchange_strong(expected, request_state::kHandler, std::memory_order_acq_rel) ||
+         expected == request_state::kHandler;
+}
+
+}  // namespace
+
+void response_writer::write_header(int status) {
+  if (wrote_header_) return;
+  if (!st_ || !claim(*st_)) return;
+  wrote_header_ = true;
+  status_ = status < 100 || status > 999 ? 500 : status;
+}
+
+std::error_code response_writer::write(std::string_view data) {
+  if (!st_) return net::errc::closed;
+  if (!claim(*st_)) return errc::handler_timeout;
+  if (!wrote_header_) write_header(200);
+  request_state& rs = *st_;
+  if (rs.write_error) return net::errc::closed;
+  body_bytes_ += data.size();
+  if (!rs.headers_out) {
+    if (rs.body.size() + data.size() <= kBufferBeforeChunking && !headers_.has("Content-Length")) {
+      rs.body.append(data);  // still small: held back to send a Content-Length
+      return {};
+    }
+    std::lock_guard<weft::mutex> l(rs.loop->write_mu);
+    emit_headers(rs, *this, false);
+    std::string held = std::move(rs.body);
+    rs.body.clear();
+    emit_body(rs, held);
+  } else if (rs.loop->wbuf.size() < kFlushAt) {
+    std::lock_guard<weft::mutex> l(rs.loop->write_mu);
+    emit_body(rs, data);
+    return {};
+  }
+  std::lock_guard<weft::mutex> l(rs.loop->write_mu);
+  if (rs.headers_out && !data.empty()) emit_body(rs, data);
+  if (rs.loop->wbuf.size() >= kFlushAt) {
+    if (auto err = rs.loop->flush_locked()) {
+      rs.write_error = true;
+      return err;
+    }
+  }
+  return {};
+}
+
+std::error_code response_writer::flush() {
+  if (!st_) return net::errc::closed;
+  if (!claim(*st_)) return errc::handler_timeout;
+  if (!wrote_header_) write_header(200);
+  request_state& rs = *st_;
+  std::lock_guard<weft::mutex> l(rs.loop->write_mu);
+  if (!rs.headers_out) {
+    emit_headers(rs, *this, false);
+    std::string held = std::move(rs.body);
+    rs.body.clear();
+    emit_body(rs, held);
+  }
+  if (auto err = rs.loop->flush_locked()) {
+    rs.write_error = true;
+    return err;
+  }
+  return {};
+}
+
+namespace detail {
+
+// ---------------------------------------------------------------------------------------
+// The handler's deadline and the client's hang-up.
+
+namespace {
+
+void on_deadline(weft::detail::timer*, void* arg, uintptr_t) {
+  auto* l = static_cast<conn_loop*>(arg);
+  request_state* rs = l->st;
+  if (!rs) return;
+  rs->cancel_ctx(context_errc::deadline_exceeded);
+  int expected = request_state::kUnclaimed;
+  if (!rs->owner.compare_exchange_strong(expected, request_state::kTimedOut, std::memory_order_acq_rel)) return;
+  // Nothing written: answer 503 now, from a goroutine (a write may block). The loop
+  // waits for it before it tears the request down.
+  l->helpers.add(1);
+  weft::go([l] {
+    l->simple_response(503, "Service Unavailable\n", true);
+    l->helpers.done();
+  });
+}
+
+// Hang-up watch: the peer went away (or half-closed with nothing more to read).
+void on_hangup(void* arg) {
+  auto* l = static_cast<conn_loop*>(arg);
+  request_state* rs = l->st;
+  if (!rs) return;
+  char b;
+  ssize_t k = ::recv(l->c.native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (k > 0) return;  // more requests are queued behind this one: not gone
+  rs->cancel_ctx(context_errc::canceled);
+}
+
+void force_cancel(void* arg) {
+  auto* l = static_cast<conn_loop*>(arg);
+  if (request_state* rs = l->st) rs->cancel_ctx(context_errc::canceled);
+}
+
+}  // namespace
+
+void conn_loop::finish_response(request_state& rs, response_writer& w) {
+  std::lock_guard<weft::mutex> l(write_mu);
+  if (rs.owner.load(std::memory_order_acquire) == request_state::kTimedOut) return;  // 503 sent
+  if (!w.wrote_header()) {
+    w.wrote_header_ = true;
+    w.status_ = 200;
+  }
+  if (!rs.headers_out) {
+    emit_headers(rs, w, true);
+    emit_body(rs, rs.body);
+    rs.body.clear();
+  } else if (rs.chunked && !rs.head) {
+    wbuf.append("0\r\n\r\n");
+  }
+  // Flush unless the next pipelined request is already here: answer it in the same write.
+  if (rs.close_after || rpos == rlen || wbuf.size() >= kFlushAt) {
+    if (flush_locked()) rs.close_after = true;
+  }
+}
+
+void conn_loop::drain_body() {
+  // Read what is left of a body the handler did not consume, up to 256 KiB (Go's
+  // limit), so the connection can be reused; beyond that, close it.
+  uint64_t drained = 0;
+  char buf[4096];
+  while (!message_done && drained < 256 * 1024) {
+    if (body_off < body_pending.size()) {
+      drained += body_pending.size() - body_off;
+      body_pending.clear();
+      body_off = 0;
+      continue;
+    }
+    if (rpos == rlen && !read_more()) return;
+    const char* begin = rbuf + rpos;
+    llhttp_errno_t e = llhttp_execute(&parser, begin, rlen - rpos);
+    if (e == HPE_OK) {
+      rpos = rlen;
+    } else if (e == HPE_PAUSED) {
+      rpos += static_cast<std::size_t>(llhttp_get_error_pos(&parser) - begin);
+      llhttp_resume(&parser);
+    } else {
+      return;
+    }
+    (void)buf;
+  }
+}
+
+void conn_loop::log_access(const request& r, const response_writer& w, clock::duration took) {
+  if (!opts->access_log) return;
+  double ms = std::chrono::duration<double, std::milli>(took).count();
+  int status = w.status() ? w.status() : 200;
+  if (opts->access_log_json) {
+    std::string path(r.path());
+    // Minimal JSON escaping of the path (the only free-form field besides the method).
+    std::string esc;
+    for (char ch : path) {
+      if (ch == '"' || ch == '\\') esc.push_back('\\');
+      if (static_cast<unsigned char>(ch) < 0x20) continue;
+      esc.push_back(ch);
+    }
+    opts->access_log->info(R"({{"method":"{}","path":"{}","status":{},"bytes":{},"duration_ms":{:.3f},"remote":"{}"}})",
+                           r.method(), esc, status, w.bytes_written(), ms, remote);
+  } else {
+    opts->access_log->info("{} {} {} {} {:.3f}ms {}", r.method(), r.path(), status, w.bytes_written(), ms, remote);
+  }
+}
+
+bool conn_loop::handle_request() {
+  request& r = *req;
+  response_writer w;
+  request_state rs;
+  rs.loop = this;
+  rs.req = &r;
+  rs.w = &w;
+  rs.start = clock::now();
+  r.st_ = &rs;
+  w.st_ = &rs;
+
+  // Where the target points: origin-form "/p?q", absolute-form "http://h/p?q", "*".
+  std::string_view target = r.target_;
+  std::string_view host_from_url;
+  if (target.rfind("http://", 0) == 0 || target.rfind("https://", 0) == 0) {
+    std::string_view rest = target.substr(target.find("://") + 3);
+    auto slash = rest.find('/');
+    host_from_url = rest.substr(0, slash);
+    target = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+  }
+  auto qm = target.find('?');
+  if (qm != std::string_view::npos) r.query_ = std::string(target.substr(qm + 1));
+  std::string_view raw_path = target.substr(0, qm);
+  if (!url_decode(raw_path, r.path_, false)) {
+    simple_response(400, "400 Bad Request: bad path escape", true);
+    rs.close_after = true;
+  }
+  r.host_ = host_from_url.empty() ? std::string(r.headers_.get("Host")) : std::string(host_from_url);
+
+  bool http11 = r.major_ == 1 && r.minor_ == 1;
+  int bad = 0;
+  std::string_view why;
+  if (!(r.major_ == 1 && (r.minor_ == 0 || r.minor_ == 1))) {
+    bad = 505;
+    why = "505 HTTP Version Not Supported";
+  } else if (http11 && !r.headers_.has("Host")) {
+    bad = 400;
+    why = "400 Bad Request: missing required Host header";
+  } else if (parser.flags & F_TRANSFER_ENCODING && !(parser.flags & F_CHUNKED)) {
+    bad = 501;
+    why = "501 Not Implemented: unsupported transfer encoding";
+  } else if (r.content_length_ && *r.content_length_ > body_limit) {
+    bad = 413;
+    why = "413 Request Entity Too Large";
+  }
+  std::string_view expect = r.headers_.get("Expect");
+  if (!bad && !expect.empty()) {
+    if (iequals(expect, "100-continue") && http11)
+      rs.expect_continue = true;
+    else {
+      bad = 417;
+      why = "417 Expectation Failed";
+    }
+  }
+  if (bad || rs.close_after) {
+    if (bad) simple_response(bad, why, true);
+    r.st_ = nullptr;
+    cs->end_request();
+    return false;
+  }
+
+  rs.head = r.method_ == "HEAD";
+  rs.close_after = !llhttp_should_keep_alive(&parser) || srv->shutting_down.load(std::memory_order_acquire);
+
+  // Deadlines: the request's (server timeout, shortened by Request-Timeout) and writes.
+  int64_t now = now_ns();
+  rs.deadline_ns = now + opts->handler_timeout.count();
+  if (opts->handler_timeout.count() <= 0) rs.deadline_ns = INT64_MAX / 2;
+  std::string_view rt = r.headers_.get("Request-Timeout");
+  if (!rt.empty()) {
+    uint64_t ms = 0;
+    auto [p, ec] = std::from_chars(rt.data(), rt.data() + rt.size(), ms);
+    if (ec == std::errc() && p == rt.data() + rt.size() && ms < 1'000'000'000ull)
+      rs.deadline_ns = std::min<int64_t>(rs.deadline_ns, now + static_cast<int64_t>(ms) * 1'000'000);
+  }
+  if (opts->write_timeout.count()) c.set_write_deadline(after(opts->write_timeout));
+  if (opts->read_timeout.count() == 0 && headers_done && !message_done) c.set_read_deadline({});
+
+  st = &rs;
+  weft::detail::timer_reset(&deadline_timer, rs.deadline_ns);
+  c.watch_hangup(&on_hangup, this);
+  {
+    weft::detail::spin_guard g(cs->phase_mu);
+    cs->cancel_current = &force_cancel;
+    cs->cancel_arg = this;
+  }
+  if (cs->force_close.load(std::memory_order_acquire)) rs.cancel_ctx(context_errc::canceled);
+
+  srv->stats.requests.fetch_add(1, std::memory_order_relaxed);
+  bool threw = false;
+  if (r.method_ == "OPTIONS" && r.target_ == "*") {
+    w.set_header("Content-Length", "0");  // Go's globalOptionsHandler
+    w.write_header(200);
+  } else {
+    try {
+      srv->h(w, r);
+    } catch (const std::exception& e) {
+      threw = true;
+      if (opts->error_log)
+        opts->error_log->error("http: panic serving {} {} (route {:?}, goroutine {}): {}", remote, r.path_, r.pattern_,
+                               weft::goroutine_id(), e.what());
+    } catch (...) {
+      threw = true;
+      if (opts->error_log)
+        opts->error_log->error("http: panic serving {} {} (route {:?}, goroutine {}): unknown exception", remote,
+                               r.path_, r.pattern_, weft::goroutine_id());
+    }
+  }
+
+  // The handler is done (or gave up): no more deadline or hang-up callbacks.
+  weft::detail::timer_stop_sync(&deadline_timer);
+  c.unwatch_hangup();
+  {
+    weft::detail::spin_guard g(cs->phase_mu);
+    cs->cancel_current = nullptr;
+    cs->cancel_arg = nullptr;
+  }
+  helpers.wait();  // a 503 writer, if the deadline spawned one
+
+  bool timed_out = rs.owner.load(std::memory_order_acquire) == request_state::kTimedOut;
+  if (timed_out) {
+    rs.close_after = true;  // the 503 went out with Connection: close
+    w.status_ = 503;
+  } else if (threw) {
+    if (!rs.headers_out && claim(rs)) {
+      // Nothing sent yet: a clean 500 (whatever the handler had buffered is dropped).
+      simple_response(500, "Internal Server Error\n", true);
+      w.status_ = 500;
+    }
+    rs.close_after = true;  // a partial response cannot be completed: end the connection
+  } else if (body_too_large && !rs.headers_out && rs.body.empty()) {
+    // The handler hit the body limit and answered nothing itself.
+    simple_response(413, "413 Request Entity Too Large", true);
+    w.status_ = 413;
+    rs.close_after = true;
+  } else {
+    finish_response(rs, w);
+  }
+  log_access(r, w, clock::now() - rs.start);
+  st = nullptr;
+  r.st_ = nullptr;
+  if (cs->force_close.load(std::memory_order_acquire)) rs.close_after = true;
+  // Consume what the handler left of the body, so the next request parses.
+  if (!rs.close_after && !message_done) drain_body();
+  if (!message_done) rs.close_after = true;
+  cs->end_request();
+  return !rs.close_after;
+}
+
+// Closing right after a response while the client may still be sending would make the
+// kernel reset the connection and could destroy the response in flight. Shut the write
+// side, let the client read, drain what it sends for a moment, then close (Go's
+// closeWriteAndWait).
+void conn_loop::lingering_close() {
+  c.close_write();
+  c.set_read_deadline(clock::now() + std::chrono::milliseconds(500));
+  char buf[4096];
+  for (std::size_t total = 0; total < 256 * 1024;) {
+    auto r = c.read(buf, sizeof buf);
+    total += r.n;
+    if (r.err) break;
+  }
+  c.close();
+}
+
+void conn_loop::serve() {
+  llhttp_init(&parser, HTTP_REQUEST, &g_settings);
+  parser.data = this;
+  deadline_timer.f = &on_deadline;
+  deadline_timer.arg = this;
+  deadline_timer.sync = true;
+  bool clean = true;
+  for (;;) {
+    request r;
+    req = &r;
+    int rc = parse_head();
+    if (rc == 0) break;  // closed, idle timeout, or shut down between requests
+    if (rc < 0) {
+      clean = false;
+      if (header_too_large)
+        simple_response(431, "431 Request Header Fields Too Large", true);
+      else if (rc == -HPE_INVALID_VERSION)
+        simple_response(505, "505 HTTP Version Not Supported", true);
+      else if (rc != -1000)  // a read timeout or error mid-request: just close, as Go does
+        simple_response(400, std::string("400 Bad Request: ") + llhttp_get_error_reason(&parser), true);
+      cs->end_request();
+      break;
+    }
+    if (!handle_request()) {
+      clean = false;
+      break;
+    }
+  }
+  req = nullptr;
+  flush();
+  if (clean)
+    c.close();
+  else
+    lingering_close();
+}
+
+}  // namespace detail
+
+void server::impl::serve_conn(net::conn c) {
+  auto cs = std::make_unique<detail::conn_state>();
+  cs->srv = this;
+  cs->c = c;
+  {
+    std::lock_guard<weft::mutex> l(mu);
+    cs->next = conns;
+    if (conns) conns->prev = cs.get();
+    conns = cs.get();
+  }
+  stats.open_conns.fetch_add(1, std::memory_order_relaxed);
+  {
+    auto loop = std::make_unique<detail::conn_loop>();
+    loop->cs = cs.get();
+    loop->srv = this;
+    loop->opts = options();
+    loop->c = c;
+    loop->remote = c.remote_address();
+    if (!shutting_down.load(std::memory_order_acquire)) loop->serve();
+    else c.close();
+  }
+  {
+    std::lock_guard<weft::mutex> l(mu);
+    if (cs->prev) cs->prev->next = cs->next;
+    else conns = cs->next;
+    if (cs->next) cs->next->prev = cs->prev;
+  }
+  stats.open_conns.fetch_sub(1, std::memory_order_relaxed);
+}
+
+}  // namespace weft::http

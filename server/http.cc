@@ -1,0 +1,172 @@
+// Small pieces of weft::http: header lists, status texts, URL decoding, the error
+// category.
+#include <string>
+
+#include "server/http.h"
+
+namespace weft::http {
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); i++) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
+    if (x != y) return false;
+  }
+  return true;
+}
+
+std::string_view headers::get(std::string_view name) const {
+  for (const auto& f : f_)
+    if (iequals(f.name, name)) return f.value;
+  return {};
+}
+
+bool headers::has(std::string_view name) const {
+  for (const auto& f : f_)
+    if (iequals(f.name, name)) return true;
+  return false;
+}
+
+void headers::set(std::string_view name, std::string_view value) {
+  del(name);
+  f_.push_back({std::string(name), std::string(value)});
+}
+
+void headers::add(std::string_view name, std::string_view value) { f_.push_back({std::string(name), std::string(value)}); }
+
+void headers::del(std::string_view name) {
+  std::size_t o = 0;
+  for (std::size_t i = 0; i < f_.size(); i++)
+    if (!iequals(f_[i].name, name)) {
+      if (o != i) f_[o] = std::move(f_[i]);
+      o++;
+    }
+  f_.resize(o);
+}
+
+std::string_view status_text(int code) {
+  switch (code) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Request Entity Too Large";
+    case 414: return "Request URI Too Long";
+    case 416: return "Requested Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 499: return "Client Closed Request";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+  }
+  return "";
+}
+
+namespace {
+
+int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+class category : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "weft.http"; }
+  std::string message(int c) const override {
+    switch (static_cast<errc>(c)) {
+      case errc::body_too_large: return "http: request body too large";
+      case errc::handler_timeout: return "http: Handler timeout";
+      case errc::header_too_large: return "http: request header too large";
+    }
+    return "http error";
+  }
+};
+
+}  // namespace
+
+const std::error_category& http_category() {
+  static category c;
+  return c;
+}
+
+// Percent-decoding; plus_is_space for query strings. False on a bad escape.
+bool url_decode(std::string_view in, std::string& out, bool plus_is_space) {
+  out.clear();
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); i++) {
+    char c = in[i];
+    if (c == '%') {
+      if (i + 2 >= in.size()) return false;
+      int h = hexval(in[i + 1]), l = hexval(in[i + 2]);
+      if (h < 0 || l < 0) return false;
+      out.push_back(static_cast<char>(h * 16 + l));
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out.push_back(' ');
+    } else {
+      out.push_back(c);
+    }
+  }
+  return true;
+}
+
+std::string request::query(std::string_view key) const {
+  std::string_view q = query_;
+  std::string k, v;
+  while (!q.empty()) {
+    auto amp = q.find('&');
+    std::string_view pair = q.substr(0, amp);
+    auto eq = pair.find('=');
+    if (url_decode(pair.substr(0, eq), k, true) && k == key) {
+      if (eq == std::string_view::npos) return "";
+      if (url_decode(pair.substr(eq + 1), v, true)) return v;
+      return "";
+    }
+    if (amp == std::string_view::npos) break;
+    q.remove_prefix(amp + 1);
+  }
+  return "";
+}
+
+std::string_view request::path_value(std::string_view name) const {
+  for (const auto& [k, v] : path_values_)
+    if (k == name) return v;
+  return {};
+}
+
+void request::set_path_value(std::string name, std::string value) {
+  for (auto& [k, v] : path_values_)
+    if (k == name) {
+      v = std::move(value);
+      return;
+    }
+  path_values_.emplace_back(std::move(name), std::move(value));
+}
+
+}  // namespace weft::http
