@@ -139,7 +139,9 @@ listener::accepted listener::accept() {
       if (!nfd) return {conn(), err};
       return {conn_access::make(std::move(nfd)), {}};
     }
-    int e = err.category() == std::system_category() ? err.value() : 0;
+    // Compare category addresses: UBSan's vptr check misfires on libstdc++'s
+    // system_category object when asked to call its operator==.
+    int e = &err.category() == &std::system_category() ? err.value() : 0;
     if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
       // Out of descriptors (or memory): the connection stays in the backlog. Back off
       // and retry the accept itself; with edge-triggered polling no new readiness edge

@@ -164,6 +164,8 @@ struct request_state {
     }
     return ctx;
   }
+  // The client went away (or shutdown forces it): cancel. The deadline needs no call:
+  // the context carries the same deadline and reports deadline_exceeded by itself.
   void cancel_ctx(std::error_code cause) {
     cancel_func f;
     {
@@ -571,6 +573,8 @@ void emit_headers(request_state& rs, response_writer& w, bool final_known_length
   out.append("\r\nServer: ");
   out.append(l->opts->server_name);
   out.append("\r\n");
+  // A shutdown that began while the handler ran ends keep-alive here (Go does the same).
+  if (l->srv->shutting_down.load(std::memory_order_acquire)) rs.close_after = true;
   if (rs.close_after)
     out.append("Connection: close\r\n");
   else if (http10)
@@ -678,7 +682,7 @@ void on_deadline(weft::detail::timer*, void* arg, uintptr_t) {
   auto* l = static_cast<conn_loop*>(arg);
   request_state* rs = l->st;
   if (!rs) return;
-  rs->cancel_ctx(context_errc::deadline_exceeded);
+  // The context has this deadline too and cancels itself (deadline_exceeded).
   int expected = request_state::kUnclaimed;
   if (!rs->owner.compare_exchange_strong(expected, request_state::kTimedOut, std::memory_order_acq_rel)) return;
   // Nothing written: answer 503 now, from a goroutine (a write may block). The loop
@@ -958,6 +962,8 @@ void conn_loop::serve() {
         simple_response(431, "431 Request Header Fields Too Large", true);
       else if (rc == -HPE_INVALID_VERSION)
         simple_response(505, "505 HTTP Version Not Supported", true);
+      else if (rc == -HPE_INVALID_TRANSFER_ENCODING && (parser.flags & F_TRANSFER_ENCODING) && !(parser.flags & F_CONTENT_LENGTH))
+        simple_response(501, "501 Not Implemented: unsupported transfer encoding", true);
       else if (rc != -1000)  // a read timeout or error mid-request: just close, as Go does
         simple_response(400, std::string("400 Bad Request: ") + llhttp_get_error_reason(&parser), true);
       cs->end_request();

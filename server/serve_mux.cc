@@ -171,7 +171,7 @@ bool match_path(const serve_mux::route& r, const std::vector<std::string_view>& 
         for (std::size_t k = 0; k < i; k++) off += parts[k].size() + 1;
         values->emplace_back(s.text, std::string(off <= path.size() ? path.substr(off) : ""));
       }
-      return i <= parts.size();
+      return i < parts.size();  // "/a/" and "/a/{x...}" need the slash: not "/a"
     }
     if (i >= parts.size()) return false;
     if (s.kind == seg::literal) {

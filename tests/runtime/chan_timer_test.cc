@@ -56,7 +56,8 @@ TEST(ChanTimer, AfterInALoopOfAMillionSelectsKeepsMemoryFlat) {
     std::printf("after(1h) x %d: %ld KB RSS growth, %lld timers pending\n", n, grown / 1024,
                 static_cast<long long>(detail::timers_pending()));
     EXPECT_EQ(detail::timers_pending(), 0);
-    EXPECT_LT(grown, 8L << 20);
+    // ASan's quarantine keeps freed memory on purpose: RSS says nothing there.
+    if (!testing::kSanitized) EXPECT_LT(grown, 8L << 20);
   });
 }
 

@@ -1,0 +1,561 @@
+// weft::http::server in-process, driven by raw sockets: the protocol, limits, timeouts,
+// deadlines, hang-ups, exceptions and graceful shutdown.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+
+#include "netpoll/net.h"
+#include "runtime/chan.h"
+#include "runtime/chan_timer.h"
+#include "runtime/select.h"
+#include "runtime/wait_group.h"
+#include "server/http.h"
+#include "server/serve_mux.h"
+#include "tests/server/http_client.h"
+#include "tests/test_util.h"
+
+namespace weft::http {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::raw_client;
+using testing::run_checked;
+
+struct test_server {
+  serve_mux mux;
+  std::unique_ptr<server> srv;
+  net::listener ln;
+  wait_group done;
+  std::string addr;
+
+  void start(server_options o = {}) {
+    auto r = net::listen("127.0.0.1:0");
+    ASSERT_FALSE(r.err);
+    ln = r.ln;
+    addr = ln.address();
+    srv = std::make_unique<server>(mux.as_handler(), std::move(o));
+    done.add(1);
+    weft::go([this] {
+      srv->serve(ln);
+      done.done();
+    });
+  }
+  void stop() {
+    srv->shutdown(2s);
+    done.wait();
+  }
+};
+
+// Runs body against a server with a few routes, then checks no descriptor leaked.
+template <class F>
+void with_server(F&& body, server_options o = {}, std::function<void(serve_mux&)> routes = {}) {
+  run_checked([&] {
+    test_server ts;
+    ts.mux.handle("GET /hello", [](response_writer& w, request&) { w.write("Hello, World!"); });
+    ts.mux.handle("POST /echo", [](response_writer& w, request& r) {
+      char buf[4096];
+      for (;;) {
+        auto [n, err] = r.read_body(buf, sizeof buf);
+        if (n) w.write(buf, n);
+        if (err) break;
+      }
+    });
+    if (routes) routes(ts.mux);
+    ts.start(std::move(o));
+    body(ts);
+    ts.stop();
+    EXPECT_EQ(net::registered_descriptors(), 0);
+  });
+}
+
+TEST(Http, ServesKeepAliveRequestsWithDateAndServerHeaders) {
+  with_server([](test_server& ts) {
+    raw_client c(ts.addr);
+    for (int i = 0; i < 3; i++) {
+      ASSERT_TRUE(c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
+      auto r = c.read_response();
+      ASSERT_TRUE(r.complete);
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body, "Hello, World!");
+      EXPECT_EQ(r.headers.get("Content-Length"), "13");
+      EXPECT_FALSE(r.headers.get("Date").empty());
+      EXPECT_EQ(r.headers.get("Server"), "weftd");
+      EXPECT_EQ(r.headers.get("Connection"), "");
+    }
+  });
+}
+
+TEST(Http, Http10ClosesUnlessKeepAliveIsAsked) {
+  with_server([](test_server& ts) {
+    {
+      raw_client c(ts.addr);
+      c.send("GET /hello HTTP/1.0\r\n\r\n");
+      auto r = c.read_response();
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.status_line.substr(0, 8), "HTTP/1.0");
+      EXPECT_TRUE(c.closed_by_server());
+    }
+    {
+      raw_client c(ts.addr);
+      c.send("GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+      auto r = c.read_response();
+      EXPECT_EQ(r.headers.get("Connection"), "keep-alive");
+      c.send("GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+      EXPECT_EQ(c.read_response().status, 200);
+    }
+  });
+}
+
+TEST(Http, ConnectionCloseIsHonoured) {
+  with_server([](test_server& ts) {
+    raw_client c(ts.addr);
+    c.send("GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    auto r = c.read_response();
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.headers.get("Connection"), "close");
+    EXPECT_TRUE(c.closed_by_server());
+  });
+}
+
+TEST(Http, HeadGetsHeadersAndNoBody) {
+  with_server([](test_server& ts) {
+    raw_client c(ts.addr);
+    c.send("HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto r = c.read_response(true);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.headers.get("Content-Length"), "13");
+    // The connection is still in sync: the next response is the next thing read.
+    c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(c.read_response().body, "Hello, World!");
+  });
+}
+
+TEST(Http, PipelinedRequestsAreAnsweredInOrder) {
+  with_server([](test_server& ts) {
+    raw_client c(ts.addr);
+    std::string batch;
+    for (int i = 0; i < 16; i++) batch += "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+    batch += "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nfinal";
+    c.send(batch);
+    for (int i = 0; i < 16; i++) EXPECT_EQ(c.read_response().body, "Hello, World!") << i;
+    EXPECT_EQ(c.read_response().body, "final");
+  });
+}
+
+TEST(Http, ChunkedRequestBodyIsStreamedAndLongResponsesAreChunked) {
+  with_server([](test_server& ts) {
+    raw_client c(ts.addr);
+    std::string big(10000, 'z');
+    std::string req = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (std::size_t off = 0; off < big.size(); off += 3000) {
+      std::size_t n = std::min<std::size_t>(3000, big.size() - off);
+      char h[16];
+      std::snprintf(h, sizeof h, "%zx\r\n", n);
+      req += h + big.substr(off, n) + "\r\n";
+    }
+    req += "0\r\n\r\n";
+    c.send(req);
+    auto r = c.read_response();
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.headers.get("Transfer-Encoding"), "chunked");
+    EXPECT_EQ(r.body, big);
+  });
+}
+
+TEST(Http, SmallBodiesGetAContentLengthAndFlushSwitchesToChunked) {
+  with_server([](test_server& ts) {
+    raw_client c(ts.addr);
+    c.send("GET /flush HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto r = c.read_response();
+    EXPECT_EQ(r.headers.get("Transfer-Encoding"), "chunked");
+    EXPECT_EQ(r.body, "part1part2");
+    c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(c.read_response().headers.get("Content-Length"), "13");
+  }, {}, [](serve_mux& m) {
+    m.handle("GET /flush", [](response_writer& w, request&) {
+      w.write("part1");
+      w.flush();
+      w.write("part2");
+    });
+  });
+}
+
+TEST(Http, Expect100ContinueIsSentOnTheFirstBodyRead) {
+  with_server([](test_server& ts) {
+    raw_client c(ts.addr);
+    c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+    auto interim = c.read_response();
+    EXPECT_EQ(interim.status, 100);
+    c.send("body");
+    auto r = c.read_response();
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "body");
+    raw_client d(ts.addr);
+    d.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: something-else\r\n\r\nbody");
+    EXPECT_EQ(d.read_response().status, 417);
+  });
+}
+
+TEST(Http, OptionsStarAndAbsoluteFormTargets) {
+  with_server([](test_server& ts) {
+    raw_client c(ts.addr);
+    c.send("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto r = c.read_response();
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.headers.get("Content-Length"), "0");
+    c.send("GET http://example.com/hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(c.read_response().body, "Hello, World!");
+  });
+}
+
+TEST(Http, BadInputGetsTheRightStatusAndTheServerKeepsServing) {
+  struct bad_case {
+    const char* name;
+    std::string request;
+    int status;
+  };
+  std::vector<bad_case> cases = {
+      {"malformed request line", "GARBAGE\r\n\r\n", 400},
+      {"missing Host in HTTP/1.1", "GET /hello HTTP/1.1\r\n\r\n", 400},
+      {"bad Content-Length", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400},
+      {"conflicting Content-Length", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
+      {"Content-Length with Transfer-Encoding",
+       "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400},
+      {"unsupported Transfer-Encoding", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+      {"HTTP/2.0", "GET /hello HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+      {"HTTP/1.2", "GET /hello HTTP/1.2\r\nHost: x\r\n\r\n", 505},
+      {"header without colon", "GET /hello HTTP/1.1\r\nHost: x\r\nBroken\r\n\r\n", 400},
+  };
+  with_server([&](test_server& ts) {
+    for (const auto& bc : cases) {
+      raw_client c(ts.addr);
+      c.send(bc.request);
+      auto r = c.read_response();
+      EXPECT_EQ(r.status, bc.status) << bc.name << ": " << r.status_line;
+      EXPECT_EQ(r.headers.get("Connection"), "close") << bc.name;
+      EXPECT_TRUE(c.closed_by_server()) << bc.name;
+      raw_client ok(ts.addr);
+      ok.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+      EXPECT_EQ(ok.read_response().status, 200) << "after " << bc.name;
+    }
+  });
+}
+
+TEST(Http, OversizedHeadersGet431AndOversizedBodies413) {
+  server_options o;
+  o.max_header_bytes = 4096;
+  o.max_body_bytes = 1000;
+  with_server([](test_server& ts) {
+    {
+      raw_client c(ts.addr);
+      c.send("GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(8000, 'a') + "\r\n\r\n");
+      EXPECT_EQ(c.read_response().status, 431);
+    }
+    {
+      raw_client c(ts.addr);
+      c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n");
+      EXPECT_EQ(c.read_response().status, 413);
+    }
+    {
+      raw_client c(ts.addr);  // chunked: the limit is found while reading
+      std::string body(3000, 'b');
+      char h[16];
+      std::snprintf(h, sizeof h, "%zx\r\n", body.size());
+      c.send(std::string("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n") + h + body + "\r\n0\r\n\r\n");
+      auto r = c.read_response();
+      EXPECT_TRUE(r.status == 413 || r.status == 200) << r.status_line;
+    }
+  }, o);
+}
+
+TEST(Http, SlowHeadersAreCutOffAndOthersStillGetServed) {
+  server_options o;
+  o.read_header_timeout = 200ms;
+  with_server([](test_server& ts) {
+    std::vector<std::unique_ptr<raw_client>> slow;
+    for (int i = 0; i < 20; i++) {
+      slow.push_back(std::make_unique<raw_client>(ts.addr));
+      slow.back()->send("GET /hello HTTP/1.1\r\nHost: x\r\n");  // never finished
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    raw_client ok(ts.addr);
+    ok.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(ok.read_response().status, 200);
+    for (auto& s : slow) EXPECT_TRUE(s->closed_by_server());
+    auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_GE(took, 150ms);
+    EXPECT_LT(took, 5s);
+  }, o);
+}
+
+TEST(Http, IdleKeepAliveConnectionsAreClosedAfterTheIdleTimeout) {
+  server_options o;
+  o.idle_timeout = 150ms;
+  with_server([](test_server& ts) {
+    raw_client c(ts.addr);
+    c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(c.read_response().status, 200);
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_TRUE(c.closed_by_server());
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 100ms);
+  }, o);
+}
+
+TEST(Http, HandlerDeadlineCancelsTheContextAndAnswers503) {
+  server_options o;
+  o.handler_timeout = 100ms;
+  std::atomic<int> saw_cancel{0};
+  with_server([&](test_server& ts) {
+    raw_client c(ts.addr);
+    auto t0 = std::chrono::steady_clock::now();
+    c.send("GET /wait HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto r = c.read_response();
+    EXPECT_EQ(r.status, 503);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+    EXPECT_EQ(saw_cancel.load(), 1);
+    // A handler that ignores its context still gets the 503 on time.
+    raw_client d(ts.addr);
+    t0 = std::chrono::steady_clock::now();
+    d.send("GET /stubborn HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(d.read_response().status, 503);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 400ms);
+  }, o, [&](serve_mux& m) {
+    m.handle("GET /wait", [&](response_writer& w, request& r) {
+      r.ctx().done().recv();
+      if (r.ctx().err() == context_errc::deadline_exceeded) saw_cancel++;
+      w.write("too late");  // fails: the 503 went out
+    });
+    m.handle("GET /stubborn", [](response_writer& w, request&) {
+      weft::sleep_for(500ms);
+      w.write("late");
+    });
+  });
+}
+
+TEST(Http, RequestTimeoutHeaderShortensButNeverExtendsTheDeadline) {
+  server_options o;
+  o.handler_timeout = 300ms;
+  with_server([&](test_server& ts) {
+    raw_client c(ts.addr);
+    c.send("GET /deadline HTTP/1.1\r\nHost: x\r\nRequest-Timeout: 50\r\n\r\n");
+    auto r = c.read_response();
+    int64_t ms = std::stoll(r.body);
+    EXPECT_LE(ms, 60);
+    raw_client d(ts.addr);
+    d.send("GET /deadline HTTP/1.1\r\nHost: x\r\nRequest-Timeout: 100000\r\n\r\n");
+    ms = std::stoll(d.read_response().body);
+    EXPECT_LE(ms, 310);
+    EXPECT_GE(ms, 200);
+  }, o, [](serve_mux& m) {
+    m.handle("GET /deadline", [](response_writer& w, request& r) {
+      auto left = *r.ctx().deadline() - std::chrono::steady_clock::now();
+      w.write(std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(left).count()));
+    });
+  });
+}
+
+TEST(Http, ClientDisconnectCancelsTheHandlersContext) {
+  chan<std::error_code> seen(1);
+  with_server([&](test_server& ts) {
+    {
+      raw_client c(ts.addr);
+      c.send("GET /wait HTTP/1.1\r\nHost: x\r\n\r\n");
+      weft::sleep_for(50ms);  // the handler is now waiting on its context
+    }  // the client closes
+    std::error_code err;
+    time_point tp;
+    int k = select(case_recv(seen, err), case_recv(after(5s), tp));
+    EXPECT_EQ(k, 0) << "the context was not cancelled";
+    EXPECT_EQ(err, context_errc::canceled);
+  }, {}, [&](serve_mux& m) {
+    m.handle("GET /wait", [&](response_writer&, request& r) {
+      r.ctx().done().recv();
+      seen.send(r.ctx().err());
+    });
+  });
+}
+
+TEST(Http, HandlerExceptionsGive500OrCloseAndTheServerKeepsServing) {
+  with_server([](test_server& ts) {
+    raw_client c(ts.addr);
+    c.send("GET /throw HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto r = c.read_response();
+    EXPECT_EQ(r.status, 500);
+    EXPECT_TRUE(c.closed_by_server());
+    raw_client d(ts.addr);
+    d.send("GET /throw-late HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto r2 = d.read_response();
+    EXPECT_EQ(r2.status, 200);  // headers were out: the response is cut short
+    EXPECT_FALSE(r2.complete);
+    raw_client e(ts.addr);
+    e.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(e.read_response().status, 200);
+  }, {}, [](serve_mux& m) {
+    m.handle("GET /throw", [](response_writer& w, request&) {
+      w.write("partial, never sent");
+      throw std::runtime_error("handler failed");
+    });
+    m.handle("GET /throw-late", [](response_writer& w, request&) {
+      w.write("started");
+      w.flush();
+      throw std::runtime_error("handler failed after writing");
+    });
+  });
+}
+
+TEST(Http, ShutdownFinishesActiveRequestsAndClosesIdleOnes) {
+  run_checked([] {
+    test_server ts;
+    chan<std::monostate> in_handler(1);
+    ts.mux.handle("GET /slow", [&](response_writer& w, request&) {
+      in_handler.send({});
+      weft::sleep_for(200ms);
+      w.write("done");
+    });
+    ts.mux.handle("GET /hello", [](response_writer& w, request&) { w.write("Hello"); });
+    ts.start();
+    raw_client idle(ts.addr);
+    idle.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(idle.read_response().status, 200);
+    raw_client active(ts.addr);
+    active.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    in_handler.recv();
+    wait_group stopped;
+    stopped.add(1);
+    weft::go([&] {
+      ts.srv->shutdown(5s);
+      stopped.done();
+    });
+    auto r = active.read_response();
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "done");
+    EXPECT_EQ(r.headers.get("Connection"), "close");
+    EXPECT_TRUE(idle.closed_by_server());
+    stopped.wait();
+    EXPECT_EQ(net::dial(ts.addr, 1s).err, net::errc::refused);
+    ts.done.wait();
+  });
+}
+
+// serve_mux: Go 1.22 patterns.
+TEST(ServeMux, MostSpecificPatternWinsAndWildcardsAreCaptured) {
+  with_server([](test_server& ts) {
+    auto get = [&](const std::string& path) {
+      raw_client c(ts.addr);
+      c.send("GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n");
+      return c.read_response();
+    };
+    EXPECT_EQ(get("/tasks/42").body, "task 42");
+    EXPECT_EQ(get("/tasks/latest").body, "latest");
+    EXPECT_EQ(get("/files/a/b/c.txt").body, "file a/b/c.txt");
+    EXPECT_EQ(get("/static/").body, "static");
+    EXPECT_EQ(get("/static/x/y").body, "static");
+    EXPECT_EQ(get("/exact/").body, "exact");
+    EXPECT_EQ(get("/exact/more").status, 404);
+    EXPECT_EQ(get("/nowhere").status, 404);
+  }, {}, [](serve_mux& m) {
+    m.handle("GET /tasks/{id}", [](response_writer& w, request& r) { w.write("task " + std::string(r.path_value("id"))); });
+    m.handle("GET /tasks/latest", [](response_writer& w, request&) { w.write("latest"); });
+    m.handle("/files/{path...}", [](response_writer& w, request& r) { w.write("file " + std::string(r.path_value("path"))); });
+    m.handle("/static/", [](response_writer& w, request&) { w.write("static"); });
+    m.handle("/exact/{$}", [](response_writer& w, request&) { w.write("exact"); });
+  });
+}
+
+TEST(ServeMux, WrongMethodGets405WithAllowAndUncleanPathsRedirect) {
+  with_server([](test_server& ts) {
+    raw_client c(ts.addr);
+    c.send("DELETE /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto r = c.read_response();
+    EXPECT_EQ(r.status, 405);
+    EXPECT_EQ(r.headers.get("Allow"), "GET, HEAD");
+    c.send("GET /a//b/../hello?x=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    r = c.read_response();
+    EXPECT_EQ(r.status, 301);
+    EXPECT_EQ(r.headers.get("Location"), "/a/hello?x=1");
+    c.send("GET /dir HTTP/1.1\r\nHost: x\r\n\r\n");
+    r = c.read_response();
+    EXPECT_EQ(r.status, 301);
+    EXPECT_EQ(r.headers.get("Location"), "/dir/");
+  }, {}, [](serve_mux& m) { m.handle("/dir/", [](response_writer& w, request&) { w.write("dir"); }); });
+}
+
+TEST(ServeMux, HostPatternsWinAndConflictsAreRejectedAtRegistration) {
+  serve_mux m;
+  m.handle("GET /a/{x}", [](response_writer&, request&) {});
+  EXPECT_THROW(m.handle("GET /a/{y}", [](response_writer&, request&) {}), std::invalid_argument);
+  EXPECT_THROW(m.handle("GET /{x}/b", [](response_writer&, request&) {}), std::invalid_argument);  // overlaps, unordered
+  EXPECT_THROW(m.handle("/a/{x}/{x}", [](response_writer&, request&) {}), std::invalid_argument);
+  EXPECT_THROW(m.handle("GET /a/{x...}/b", [](response_writer&, request&) {}), std::invalid_argument);
+  EXPECT_THROW(m.handle("nopath", [](response_writer&, request&) {}), std::invalid_argument);
+  EXPECT_NO_THROW(m.handle("GET /a/b", [](response_writer&, request&) {}));        // more specific
+  EXPECT_NO_THROW(m.handle("example.com/a/{x}", [](response_writer&, request&) {}));  // host wins
+  EXPECT_NO_THROW(m.handle("POST /a/{x}", [](response_writer&, request&) {}));     // other method
+}
+
+TEST(ServeMux, FileServerServesRangesAndConditionalRequests) {
+  std::string dir = "/tmp/weft-fs-test-" + std::to_string(getpid());
+  mkdir(dir.c_str(), 0755);
+  {
+    std::ofstream f(dir + "/data.txt");
+    f << "0123456789abcdef";
+  }
+  with_server([&](test_server& ts) {
+    raw_client c(ts.addr);
+    c.send("GET /fs/data.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto r = c.read_response();
+    EXPECT_EQ(r.body, "0123456789abcdef");
+    EXPECT_EQ(r.headers.get("Content-Type"), "text/plain; charset=utf-8");
+    std::string lm(r.headers.get("Last-Modified"));
+    c.send("GET /fs/data.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=2-5\r\n\r\n");
+    r = c.read_response();
+    EXPECT_EQ(r.status, 206);
+    EXPECT_EQ(r.body, "2345");
+    EXPECT_EQ(r.headers.get("Content-Range"), "bytes 2-5/16");
+    c.send("GET /fs/data.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=-3\r\n\r\n");
+    EXPECT_EQ(c.read_response().body, "def");
+    c.send("GET /fs/data.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=99-\r\n\r\n");
+    EXPECT_EQ(c.read_response().status, 416);
+    c.send("GET /fs/data.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: " + lm + "\r\n\r\n");
+    EXPECT_EQ(c.read_response().status, 304);
+    c.send("GET /fs/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_NE(c.read_response().status, 200);
+    c.send("GET /fs/missing HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(c.read_response().status, 404);
+  }, {}, [&](serve_mux& m) { m.handle("GET /fs/", strip_prefix("/fs", file_server(dir))); });
+  unlink((dir + "/data.txt").c_str());
+  rmdir(dir.c_str());
+}
+
+TEST(ServeMux, MaxBytesAndTimeoutHandlersLimitTheRequest) {
+  with_server([](test_server& ts) {
+    raw_client c(ts.addr);
+    c.send("POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + std::string(100, 'x'));
+    EXPECT_EQ(c.read_response().status, 413);
+    raw_client d(ts.addr);
+    d.send("GET /quick HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(d.read_response().status, 503);
+  }, {}, [](serve_mux& m) {
+    m.handle("POST /small", max_bytes_handler([](response_writer& w, request& r) {
+      auto [body, err] = r.read_all_body();
+      if (!err) w.write(body);
+    }, 10));
+    m.handle("GET /quick", timeout_handler([](response_writer& w, request& r) {
+      r.ctx().done().recv();
+    }, 50ms));
+  });
+}
+
+TEST(ServeMux, CleanPathFollowsGo) {
+  EXPECT_EQ(clean_path("/a/b/../c"), "/a/c");
+  EXPECT_EQ(clean_path("//a//b/"), "/a/b/");
+  EXPECT_EQ(clean_path("/../a"), "/a");
+  EXPECT_EQ(clean_path("/a/./b/."), "/a/b");
+  EXPECT_EQ(clean_path(""), "/");
+}
+
+}  // namespace
+}  // namespace weft::http
