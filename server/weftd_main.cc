@@ -17,6 +17,7 @@
 // Signals are read from a signalfd by a goroutine, through the netpoller.
 #include <signal.h>
 #include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/signalfd.h>
@@ -127,6 +128,9 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  // The operational log goes to stderr (unbuffered), as Go's log package does; the
+  // access log has its own sink.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("weftd"));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   spdlog::set_level(spdlog::level::from_str(cfg.log_level));
   std::shared_ptr<spdlog::logger> access;

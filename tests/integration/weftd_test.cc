@@ -1,0 +1,381 @@
+// weftd as users run it: a real process on loopback, driven with curl, raw sockets and
+// wrk; configuration precedence, validation and reload; SIGTERM draining.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <poll.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+extern char** environ;
+
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string run_cmd(const std::string& cmd, int* status = nullptr) {
+  std::string out;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  std::size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int st = pclose(p);
+  if (status) *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
+}
+
+// A weftd child process. Its stderr goes to a file; the address is read from the
+// "serving on" line.
+struct weftd {
+  pid_t pid = -1;
+  std::string addr;
+  std::string log_path;
+  int exit_status = -1;
+
+  explicit weftd(std::vector<std::string> args, std::vector<std::string> env_extra = {}) {
+    static int seq = 0;
+    log_path = "/tmp/weftd-test-" + std::to_string(getpid()) + "-" + std::to_string(seq++) + ".log";
+    std::vector<std::string> argv_s = {WEFTD_BIN};
+    bool has_listen = false;
+    for (auto& a : args) has_listen |= a.rfind("--listen", 0) == 0;
+    if (!has_listen) {
+      argv_s.push_back("--listen");
+      argv_s.push_back("127.0.0.1:0");
+    }
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::vector<std::string> env_s;
+    for (char** e = environ; *e; e++)
+      if (std::string(*e).rfind("WEFTD_", 0) != 0) env_s.push_back(*e);
+    env_s.insert(env_s.end(), env_extra.begin(), env_extra.end());
+    std::vector<char*> envp;
+    for (auto& e : env_s) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 1, (log_path + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data()) != 0) pid = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    // Wait for the serving line (or an early exit).
+    for (int i = 0; i < 500 && addr.empty(); i++) {
+      std::string log = read_log();
+      std::smatch m;
+      if (std::regex_search(log, m, std::regex("serving on ([0-9.:\\[\\]]+)"))) addr = m[1];
+      int st;
+      if (addr.empty() && waitpid(pid, &st, WNOHANG) == pid) {
+        exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        pid = -1;
+        break;
+      }
+      if (addr.empty()) std::this_thread::sleep_for(10ms);
+    }
+  }
+  ~weftd() {
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+    unlink(log_path.c_str());
+    unlink((log_path + ".out").c_str());
+  }
+  std::string read_log(const std::string& suffix = "") const {
+    std::ifstream f(log_path + suffix);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  }
+  std::string url(const std::string& path) const { return "http://" + addr + path; }
+  int stop(int sig = SIGTERM, std::chrono::seconds limit = 30s) {
+    if (pid <= 0) return exit_status;
+    kill(pid, sig);
+    auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+      int st;
+      if (waitpid(pid, &st, WNOHANG) == pid) {
+        pid = -1;
+        exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        return exit_status;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return -1;
+  }
+};
+
+// A blocking raw socket client (the test thread is not a goroutine here).
+struct sock {
+  int fd = -1;
+  explicit sock(const std::string& addr) {
+    auto colon = addr.rfind(':');
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(static_cast<uint16_t>(std::stoi(addr.substr(colon + 1))));
+    inet_pton(AF_INET, addr.substr(0, colon).c_str(), &sa.sin_addr);
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+      close(fd);
+      fd = -1;
+    }
+  }
+  ~sock() {
+    if (fd >= 0) close(fd);
+  }
+  void send(const std::string& s) { ::send(fd, s.data(), s.size(), MSG_NOSIGNAL); }
+  // Everything until the peer closes or `quiet` passes with no data.
+  std::string recv_all(std::chrono::milliseconds quiet = 2000ms) {
+    std::string out;
+    char buf[8192];
+    for (;;) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, static_cast<int>(quiet.count())) <= 0) break;
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      out.append(buf, static_cast<std::size_t>(n));
+    }
+    return out;
+  }
+};
+
+TEST(Weftd, ServesEveryRouteToCurl) {
+  weftd w({});
+  ASSERT_FALSE(w.addr.empty()) << w.read_log();
+  EXPECT_EQ(run_cmd("curl -s " + w.url("/hello")), "Hello, World!");
+  EXPECT_EQ(run_cmd("curl -s " + w.url("/json")), R"({"message":"Hello, World!"})");
+  EXPECT_EQ(run_cmd("curl -s -X POST --data-binary 'some body' " + w.url("/echo")), "some body");
+  EXPECT_EQ(run_cmd("curl -s " + w.url("/healthz")), "ok\n");
+  EXPECT_EQ(run_cmd("curl -s " + w.url("/readyz")), "ready\n");
+  EXPECT_EQ(run_cmd("curl -s '" + w.url("/sleep?ms=10") + "'"), "slept 10ms\n");
+  EXPECT_EQ(run_cmd("curl -s '" + w.url("/cpu?n=1000") + "'"), "3367238957596308553\n");
+  std::string head = run_cmd("curl -s -I " + w.url("/hello"));
+  EXPECT_NE(head.find("Content-Length: 13"), std::string::npos) << head;
+  EXPECT_NE(head.find("Server: weftd"), std::string::npos) << head;
+  EXPECT_NE(head.find("Date: "), std::string::npos) << head;
+  EXPECT_NE(run_cmd("curl -s -i " + w.url("/nope")).find("404 Not Found"), std::string::npos);
+  std::string m = run_cmd("curl -s -i -X DELETE " + w.url("/hello"));
+  EXPECT_NE(m.find("405 Method Not Allowed"), std::string::npos) << m;
+  EXPECT_NE(m.find("Allow: GET, HEAD"), std::string::npos) << m;
+  // A chunked upload through curl, echoed back.
+  std::string big(100000, 'q');
+  std::string out = run_cmd("printf '%s' " + big + " | curl -s -H 'Transfer-Encoding: chunked' --data-binary @- " + w.url("/echo"));
+  EXPECT_EQ(out, big);
+  // Expect: 100-continue, as curl sends for large bodies.
+  out = run_cmd("head -c 2000000 /dev/zero | curl -s -H 'Expect: 100-continue' --data-binary @- -o /dev/null -w '%{http_code} %{size_download}' " + w.url("/echo"));
+  EXPECT_EQ(out, "200 2000000");
+  EXPECT_EQ(w.stop(), 0);
+}
+
+TEST(Weftd, PipelinedRawRequestsAndBadInputKeepItServing) {
+  weftd w({});
+  ASSERT_FALSE(w.addr.empty());
+  {
+    sock s(w.addr);
+    std::string batch;
+    for (int i = 0; i < 10; i++) batch += "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+    batch += "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    s.send(batch);
+    std::string resp = s.recv_all();
+    std::size_t count = 0;
+    for (std::size_t p = 0; (p = resp.find("Hello, World!", p)) != std::string::npos; p++) count++;
+    EXPECT_EQ(count, 11u);
+  }
+  for (std::string bad : {"GET / HTTP/1.1\r\n\r\n", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                          "GET /hello HTTP/9.9\r\nHost: x\r\n\r\n", "\x01\x02garbage\r\n\r\n"}) {
+    sock s(w.addr);
+    s.send(bad);
+    std::string r = s.recv_all();
+    EXPECT_TRUE(r.rfind("HTTP/1.1 4", 0) == 0 || r.rfind("HTTP/1.1 5", 0) == 0) << r;
+    EXPECT_EQ(run_cmd("curl -s " + w.url("/healthz")), "ok\n");
+  }
+  EXPECT_EQ(w.stop(), 0);
+}
+
+TEST(Weftd, WrkSmokeRunHasNoErrors) {
+  weftd w({});
+  ASSERT_FALSE(w.addr.empty());
+  std::string out = run_cmd("wrk -t1 -c20 -d1s " + w.url("/hello"));
+  EXPECT_NE(out.find("Requests/sec"), std::string::npos) << out;
+  EXPECT_EQ(out.find("Socket errors"), std::string::npos) << out;
+  EXPECT_EQ(out.find("Non-2xx"), std::string::npos) << out;
+  EXPECT_EQ(w.stop(), 0);
+}
+
+TEST(Weftd, SlowlorisConnectionsAreClosedWhileOthersAreServed) {
+  weftd w({"--read-header-timeout", "300ms"});
+  ASSERT_FALSE(w.addr.empty());
+  std::vector<std::unique_ptr<sock>> slow;
+  for (int i = 0; i < 50; i++) {
+    slow.push_back(std::make_unique<sock>(w.addr));
+    slow.back()->send("GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+  }
+  for (int i = 0; i < 5; i++) EXPECT_EQ(run_cmd("curl -s " + w.url("/hello")), "Hello, World!");
+  auto t0 = std::chrono::steady_clock::now();
+  int closed = 0;
+  for (auto& s : slow) {
+    s->recv_all(3000ms);
+    char b;
+    closed += ::recv(s->fd, &b, 1, MSG_DONTWAIT) == 0;
+  }
+  EXPECT_EQ(closed, 50);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  EXPECT_EQ(w.stop(), 0);
+}
+
+TEST(Weftd, RequestTimeoutHeaderGets503AndDisconnectsCancel) {
+  weftd w({"--access-log", "stdout", "--access-log-format", "json"});
+  ASSERT_FALSE(w.addr.empty());
+  std::string out = run_cmd("curl -s -o /dev/null -w '%{http_code}' -H 'Request-Timeout: 100' '" + w.url("/sleep?ms=5000") + "'");
+  EXPECT_EQ(out, "503");
+  // A client that gives up after 200 ms: the handler's context is cancelled and it
+  // returns at once (the access log records its duration).
+  run_cmd("curl -s -m 0.2 '" + w.url("/sleep?ms=5000") + "'");
+  std::this_thread::sleep_for(300ms);
+  std::string log = w.read_log(".out");
+  std::string last;
+  const std::regex entry(R"re("path":"/sleep","status":(\d+),"bytes":\d+,"duration_ms":([0-9.]+))re");
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), entry);
+       it != std::sregex_iterator(); ++it)
+    last = (*it)[2];
+  ASSERT_FALSE(last.empty()) << log;
+  EXPECT_LT(std::stod(last), 1000.0) << log;
+  EXPECT_EQ(w.stop(), 0);
+}
+
+TEST(Weftd, SigtermWhile200RequestsAreInFlightAnswersThemAllAndExitsZero) {
+  weftd w({"--shutdown-grace", "10s"});
+  ASSERT_FALSE(w.addr.empty());
+  constexpr int n = 200;
+  std::vector<std::unique_ptr<sock>> socks;
+  for (int i = 0; i < n; i++) {
+    socks.push_back(std::make_unique<sock>(w.addr));
+    ASSERT_GE(socks.back()->fd, 0);
+    socks.back()->send("GET /sleep?ms=800 HTTP/1.1\r\nHost: x\r\n\r\n");
+  }
+  std::this_thread::sleep_for(200ms);  // all 200 are in their handlers
+  kill(w.pid, SIGTERM);
+  std::this_thread::sleep_for(100ms);
+  // New connections are refused now.
+  sock late(w.addr);
+  EXPECT_LT(late.fd, 0) << "a new connection was accepted during the drain";
+  int ok = 0;
+  for (auto& s : socks) ok += s->recv_all(5000ms).rfind("HTTP/1.1 200 OK", 0) == 0;
+  EXPECT_EQ(ok, n);
+  EXPECT_EQ(w.stop(SIGTERM, 15s), 0);
+}
+
+TEST(Weftd, ASecondSignalExitsAtOnce) {
+  weftd w({"--shutdown-grace", "30s"});
+  ASSERT_FALSE(w.addr.empty());
+  sock s(w.addr);
+  s.send("GET /sleep?ms=20000 HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::this_thread::sleep_for(100ms);
+  kill(w.pid, SIGTERM);
+  std::this_thread::sleep_for(100ms);
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(w.stop(SIGINT, 5s), 1);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+}
+
+TEST(Weftd, ConfigPrecedenceIsFlagsThenEnvironmentThenFile) {
+  std::string file = "/tmp/weftd-cfg-" + std::to_string(getpid()) + ".toml";
+  {
+    std::ofstream f(file);
+    f << "log_level = \"warn\"\nshutdown_grace = \"7s\"\n[http]\nidle_timeout = \"11s\"\nhandler_timeout = \"12s\"\n";
+  }
+  std::string cmd = std::string("WEFTD_SHUTDOWN_GRACE=8s WEFTD_IDLE_TIMEOUT=21s ") + WEFTD_BIN + " --config " + file +
+                    " --idle-timeout 31s --print-config";
+  int status = -1;
+  std::string out = run_cmd(cmd, &status);
+  EXPECT_EQ(status, 0);
+  EXPECT_NE(out.find("log_level = \"warn\""), std::string::npos) << out;        // file
+  EXPECT_NE(out.find("shutdown_grace = \"8s\""), std::string::npos) << out;     // env over file
+  EXPECT_NE(out.find("idle_timeout = \"31s\""), std::string::npos) << out;      // flag over env
+  EXPECT_NE(out.find("handler_timeout = \"12s\""), std::string::npos) << out;   // file
+  EXPECT_NE(out.find("listen = \"127.0.0.1:8080\""), std::string::npos) << out; // default
+  unlink(file.c_str());
+}
+
+TEST(Weftd, InvalidSettingsNameTheKeyAndExitTwo) {
+  struct bad {
+    std::string cmd;
+    std::string key;
+  };
+  std::string file = "/tmp/weftd-bad-" + std::to_string(getpid()) + ".toml";
+  {
+    std::ofstream f(file);
+    f << "[http]\nidle_timeout = \"forever\"\n";
+  }
+  std::vector<bad> cases = {
+      {std::string(WEFTD_BIN) + " --listen nowhere --print-config", "--listen"},
+      {std::string("WEFTD_MAX_PROCS=lots ") + WEFTD_BIN + " --print-config", "WEFTD_MAX_PROCS"},
+      {std::string(WEFTD_BIN) + " --config " + file + " --print-config", "http.idle_timeout"},
+      {std::string(WEFTD_BIN) + " --log-level loud --print-config", "--log-level"},
+  };
+  for (const auto& c : cases) {
+    int status = -1;
+    std::string out = run_cmd(c.cmd, &status);
+    EXPECT_EQ(status, 2) << c.cmd << "\n" << out;
+    EXPECT_NE(out.find(c.key), std::string::npos) << out;
+  }
+  unlink(file.c_str());
+}
+
+TEST(Weftd, SighupReloadsTimeoutsAndABadReloadKeepsTheOldConfig) {
+  std::string file = "/tmp/weftd-reload-" + std::to_string(getpid()) + ".toml";
+  {
+    std::ofstream f(file);
+    f << "[http]\nhandler_timeout = \"10s\"\n";
+  }
+  weftd w({"--config", file});
+  ASSERT_FALSE(w.addr.empty());
+  EXPECT_EQ(run_cmd("curl -s -o /dev/null -w '%{http_code}' '" + w.url("/sleep?ms=300") + "'"), "200");
+  {
+    std::ofstream f(file);
+    f << "[http]\nhandler_timeout = \"100ms\"\n[route_timeouts]\n\"GET /cpu\" = \"5s\"\n";
+  }
+  kill(w.pid, SIGHUP);
+  for (int i = 0; i < 100 && w.read_log().find("configuration reloaded") == std::string::npos; i++)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(run_cmd("curl -s -o /dev/null -w '%{http_code}' '" + w.url("/sleep?ms=300") + "'"), "503");
+  {
+    std::ofstream f(file);
+    f << "[http]\nhandler_timeout = \"not a duration\"\n";
+  }
+  kill(w.pid, SIGHUP);
+  for (int i = 0; i < 100 && w.read_log().find("reload failed") == std::string::npos; i++)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_NE(w.read_log().find("http.handler_timeout"), std::string::npos) << w.read_log();
+  // Still the 100ms from the good reload.
+  EXPECT_EQ(run_cmd("curl -s -o /dev/null -w '%{http_code}' '" + w.url("/sleep?ms=300") + "'"), "503");
+  EXPECT_EQ(w.stop(), 0);
+  unlink(file.c_str());
+}
+
+TEST(Weftd, ReusePortLetsTwoProcessesShareAPort) {
+  weftd a({"--reuse-port"});
+  ASSERT_FALSE(a.addr.empty());
+  weftd b({"--reuse-port", "--listen", a.addr});
+  ASSERT_FALSE(b.addr.empty()) << b.read_log();
+  EXPECT_EQ(run_cmd("curl -s " + a.url("/hello")), "Hello, World!");
+  EXPECT_EQ(a.stop(), 0);
+  EXPECT_EQ(run_cmd("curl -s " + b.url("/hello")), "Hello, World!");
+  EXPECT_EQ(b.stop(), 0);
+}
+
+}  // namespace
