@@ -1046,15 +1046,18 @@ void discard_g(g* gp) {
 }
 
 void start_g(g* gp, const task_ops* ops) {
-  gp->create_pc = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
+  // id, parent_id and create_pc are stored atomically: a goroutine dump (snapshot_all)
+  // may read them from this G's previous life while we reuse it.
+  std::atomic_ref<uintptr_t>(gp->create_pc)
+      .store(reinterpret_cast<uintptr_t>(__builtin_return_address(0)), std::memory_order_relaxed);
   if (!sched.running.load(std::memory_order_acquire)) throw_("go: runtime is not running");
   gp->ops = ops;
   g* cur = getg();
-  gp->parent_id = cur ? cur->id : 0;
+  std::atomic_ref<uint64_t>(gp->parent_id).store(cur ? cur->id : 0, std::memory_order_relaxed);
   m* mp = getm();
   p* pp = mp ? mp->pp : nullptr;
   if (pp && pp->mp.load(std::memory_order_relaxed) != mp) pp = nullptr;
-  gp->id = next_goid(pp);
+  std::atomic_ref<uint64_t>(gp->id).store(next_goid(pp), std::memory_order_relaxed);
   gp->ctx = boost::context::detail::make_fcontext(gp->stack_hi, gp->stack_hi - gp->stack_lo, g_entry);
   set_status(gp, gstatus::runnable);
   gcount_add(pp, 1);

@@ -66,7 +66,14 @@ void timer_heap::remove_locked(timer* t) {
     sift_up(heap, static_cast<std::size_t>(moved->idx));
   }
   t->idx = -1;
-  t->owner.store(nullptr, std::memory_order_relaxed);
+  // Release: a stopper that sees no owner, without taking this heap's lock, must also
+  // see check_timers' running count for a sync timer, taken before the removal.
+  t->owner.store(nullptr, std::memory_order_release);
+  publish_locked();
+}
+
+void timer_heap::reschedule_head_locked() {
+  sift_down(heap, 0);
   publish_locked();
 }
 
@@ -155,18 +162,22 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
   if (now < next) return next;
   lock_guard l(pp->timers.mu);
   while (!pp->timers.heap.empty() && pp->timers.heap[0]->when <= now) {
-    timer* t = pp->timers.pop_locked();
+    timer* t = pp->timers.heap[0];
+    // Everything we need from t is read, and a sync timer marked running, while t is
+    // still in the heap: once it leaves, a stopper may return and t may be gone.
     timer::callback f = t->f;
     void* arg = t->arg;
     uintptr_t seq = t->seq;
-    if (t->period > 0) {
-      // Next tick; missed ones are skipped, as Go's ticker drops them.
-      t->when += t->period * (1 + (now - t->when) / t->period);
-      t->owner.store(pp, std::memory_order_relaxed);
-      pp->timers.push_locked(t);
-    }
     bool sync = t->sync;
     if (sync) t->running.fetch_add(1, std::memory_order_relaxed);
+    if (t->period > 0) {
+      // Next tick, rescheduled in place so that t never looks stopped; missed ticks are
+      // skipped, as Go's ticker drops them.
+      t->when += t->period * (1 + (now - t->when) / t->period);
+      pp->timers.reschedule_head_locked();
+    } else {
+      pp->timers.pop_locked();
+    }
     // From here on t belongs to its callback (and to timer_stop_sync's wait).
     pp->timers.mu.release();
     f(t, arg, seq);

@@ -183,10 +183,12 @@ bool snapshot_all(std::vector<g_snapshot>& out, g* self, int lock_tries) {
   if (asymmetric_fence_available()) asymmetric_fence();
   for (g* x = allg_head; x; x = x->all_next) {
     g_snapshot s{};
-    s.id = x->id;
+    // A live G may exit and be reused by start_g meanwhile, which rewrites these three
+    // while we read them; a stale or fresh value is fine, a torn one is not.
+    s.id = std::atomic_ref<uint64_t>(x->id).load(std::memory_order_relaxed);
     s.current = x == self;
-    s.parent_id = x->parent_id;
-    s.create_pc = x->create_pc;
+    s.parent_id = std::atomic_ref<uint64_t>(x->parent_id).load(std::memory_order_relaxed);
+    s.create_pc = std::atomic_ref<uintptr_t>(x->create_pc).load(std::memory_order_relaxed);
     if (x == self) {
       s.status = gstatus::running;
       s.walked = true;

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 
+#include "runtime/internal/lock.h"
 #include "runtime/internal/sema.h"
 
 namespace weft {
@@ -40,6 +41,11 @@ class wait_group {
   // High 32 bits: counter. Low 32 bits: number of waiters.
   std::atomic<uint64_t> state_{0};
   detail::sema sema_;
+  // Serialises the reset that wakes the waiters with a wait_for registering or giving up,
+  // so a timed-out waiter can tell whether the reset counted it. reset_gen_ counts resets
+  // and is read and written only under reset_mu_.
+  detail::spinlock reset_mu_;
+  uint64_t reset_gen_ = 0;
 };
 
 }  // namespace weft

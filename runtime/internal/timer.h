@@ -64,6 +64,8 @@ struct timer_heap {
   void push_locked(timer* t);
   void remove_locked(timer* t);
   timer* pop_locked();
+  // heap[0]'s when has grown: restores the heap order.
+  void reschedule_head_locked();
   void publish_locked() {
     first_when.store(heap.empty() ? 0 : heap[0]->when, std::memory_order_release);
   }
