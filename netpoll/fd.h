@@ -51,6 +51,8 @@ class netfd {
   int sysfd() const { return fd_; }
   void watch_hangup(void (*cb)(void*), void* arg) { pd_watch_hangup(pd_, cb, arg); }
   void unwatch_hangup() { pd_unwatch_hangup(pd_); }
+  bool watch_readable(void (*cb)(void*), void* arg) { return pd_watch_readable(pd_, cb, arg); }
+  void unwatch_readable() { pd_unwatch_readable(pd_); }
   bool closed() const { return state_.load(std::memory_order_acquire) & kClosing; }
 
  private:

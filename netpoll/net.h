@@ -78,6 +78,13 @@ class conn {
   void unwatch_hangup() {
     if (fd_) fd_->unwatch_hangup();
   }
+  // Calls cb(arg) once, from the scheduler, when the conn becomes readable or is closed,
+  // instead of a goroutine waiting in read(): an idle connection then holds no goroutine
+  // and no stack. cb must not block (typically it starts a goroutine).
+  bool watch_readable(void (*cb)(void*), void* arg) { return fd_ && fd_->watch_readable(cb, arg); }
+  void unwatch_readable() {
+    if (fd_) fd_->unwatch_readable();
+  }
 
   std::string local_address() const { return local_; }
   std::string remote_address() const { return remote_; }

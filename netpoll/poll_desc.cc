@@ -16,6 +16,7 @@ using weft::detail::nanotime;
 namespace {
 
 std::atomic<int64_t> g_waiters{0};    // goroutines parked on some poll_desc
+std::atomic<int64_t> g_watchers{0};   // armed readable watches: wakeable work too
 std::atomic<int64_t> g_registered{0};
 
 // The poll_desc cache: descriptors are never freed, so a late poller event can always
@@ -42,6 +43,8 @@ g* unblock(poll_desc* pd, int mode, bool ioready) {
     }
   }
 }
+
+void fire_readable(poll_desc* pd);
 
 wait_result check_err(poll_desc* pd, int mode) {
   if (pd->closed_flag.load(std::memory_order_acquire)) return wait_result::closed;
@@ -134,6 +137,9 @@ poll_desc* pd_open(int fd, std::error_code* err) {
       weft::detail::spin_guard hl(pd->hup_mu);
       pd->on_hup = nullptr;
       pd->hup_arg = nullptr;
+      if (pd->on_readable) g_watchers.fetch_sub(1, std::memory_order_relaxed);
+      pd->on_readable = nullptr;
+      pd->readable_arg = nullptr;
     }
     pd->rg.store(poll_desc::kNil, std::memory_order_relaxed);
     pd->wg.store(poll_desc::kNil, std::memory_order_relaxed);
@@ -166,6 +172,7 @@ void pd_evict(poll_desc* pd) {
   }
   if (rg) weft::ready(rg);
   if (wg) weft::ready(wg);
+  fire_readable(pd);  // a connection held by no goroutine learns that it is closed
 }
 
 void pd_close(poll_desc* pd) {
@@ -232,6 +239,47 @@ void pd_set_deadline(poll_desc* pd, int64_t deadline, int mode) {
   if (wg) weft::ready(wg);
 }
 
+namespace {
+
+// Fires the readable watch, if one is armed and the read side has a pending
+// notification (or the descriptor is closing): the notification is consumed by it.
+void fire_readable(poll_desc* pd) {
+  weft::detail::spin_guard l(pd->hup_mu);  // held across cb: unwatch waits for it
+  if (!pd->on_readable) return;
+  uintptr_t expected = poll_desc::kReady;
+  bool ready = pd->rg.compare_exchange_strong(expected, poll_desc::kNil, std::memory_order_acq_rel);
+  if (!ready && !pd->closed_flag.load(std::memory_order_acquire)) return;
+  void (*cb)(void*) = pd->on_readable;
+  void* arg = pd->readable_arg;
+  pd->on_readable = nullptr;
+  pd->readable_arg = nullptr;
+  g_watchers.fetch_sub(1, std::memory_order_relaxed);
+  cb(arg);
+}
+
+}  // namespace
+
+bool pd_watch_readable(poll_desc* pd, void (*cb)(void*), void* arg) {
+  {
+    weft::detail::spin_guard l(pd->hup_mu);
+    if (pd->on_readable) return false;
+    pd->on_readable = cb;
+    pd->readable_arg = arg;
+    g_watchers.fetch_add(1, std::memory_order_relaxed);
+  }
+  // No wakeup needed: the goroutine arming this is running, and its M will find the
+  // watch counted in poller_waiters() when it next looks for work, and poll.
+  fire_readable(pd);  // already readable (or closed): at once
+  return true;
+}
+
+void pd_unwatch_readable(poll_desc* pd) {
+  weft::detail::spin_guard l(pd->hup_mu);
+  if (pd->on_readable) g_watchers.fetch_sub(1, std::memory_order_relaxed);
+  pd->on_readable = nullptr;
+  pd->readable_arg = nullptr;
+}
+
 void pd_ready(poll_desc* pd, int mode, g** list, int32_t* n) {
   auto push = [&](g* gp) {
     if (!gp) return;
@@ -239,7 +287,10 @@ void pd_ready(poll_desc* pd, int mode, g** list, int32_t* n) {
     *list = gp;
     (*n)++;
   };
-  if (mode == 'r' || mode == 'r' + 'w') push(unblock(pd, 'r', true));
+  if (mode == 'r' || mode == 'r' + 'w') {
+    push(unblock(pd, 'r', true));
+    fire_readable(pd);
+  }
   if (mode == 'w' || mode == 'r' + 'w') push(unblock(pd, 'w', true));
 }
 
@@ -269,7 +320,9 @@ void pd_unwatch_hangup(poll_desc* pd) {
   pd->hup_arg = nullptr;
 }
 
-int64_t poller_waiters() { return g_waiters.load(std::memory_order_relaxed); }
+int64_t poller_waiters() {
+  return g_waiters.load(std::memory_order_relaxed) + g_watchers.load(std::memory_order_relaxed);
+}
 int64_t poller_registered() { return g_registered.load(std::memory_order_relaxed); }
 
 }  // namespace weft::net::detail

@@ -67,13 +67,15 @@ struct poll_desc {
   std::atomic<bool> wd_expired{false};
   std::atomic<bool> closed_flag{false};
 
-  // Hang-up watch (pd_watch_hangup): called from the poller when the peer shuts down or
-  // the connection fails. hup_mu is held while the callback runs, so unwatching waits
-  // for a callback in progress.
+  // Hang-up and readable watches: called from the poller. hup_mu is held while a
+  // callback runs, so unwatching waits for a callback in progress.
   weft::detail::spinlock hup_mu;
   void (*on_hup)(void*) = nullptr;     // hup_mu
   void* hup_arg = nullptr;             // hup_mu
   std::atomic<bool> hup_seen{false};
+  // One-shot readable watch (pd_watch_readable), also under hup_mu.
+  void (*on_readable)(void*) = nullptr;
+  void* readable_arg = nullptr;
 
   poll_desc* next_free = nullptr;      // the poll_desc cache
 };
@@ -102,5 +104,12 @@ void pd_hangup(poll_desc* pd);
 // progress.
 void pd_watch_hangup(poll_desc* pd, void (*cb)(void*), void* arg);
 void pd_unwatch_hangup(poll_desc* pd);
+// Calls cb(arg) once, from the poller, when fd becomes readable (or hangs up, or is
+// evicted), instead of a goroutine parking in a read: lets an idle connection be held
+// by no goroutine at all. At once if it already is readable. cb must not block.
+// Returns false if the watch was not armed (another is pending).
+bool pd_watch_readable(poll_desc* pd, void (*cb)(void*), void* arg);
+// Disarms it; waits for a call in progress (callbacks run under hup_mu).
+void pd_unwatch_readable(poll_desc* pd);
 
 }  // namespace weft::net::detail

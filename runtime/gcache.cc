@@ -129,11 +129,13 @@ g* gfget(p* pp) {
   return gp;
 }
 
-void gcache_scavenge(int64_t now) {
-  if (now - g_last_scavenge < kScavengePeriodNs) return;
+int64_t gcache_scavenge(int64_t now) {
   std::vector<gchain> victims;
+  int64_t next;
   {
     lock_guard l(g_cache_mu);
+    if (now - g_last_scavenge < kScavengePeriodNs)
+      return g_chains.size() > kKeepChains ? g_last_scavenge + kScavengePeriodNs : 0;
     g_last_scavenge = now;
     // Chains that stayed in the cache the whole period were not needed: free them,
     // oldest first (the front of the vector is touched least).
@@ -144,8 +146,10 @@ void gcache_scavenge(int64_t now) {
     }
     g_chains.erase(g_chains.begin(), g_chains.begin() + static_cast<std::ptrdiff_t>(idle));
     g_low_water = g_chains.size();
+    next = g_chains.size() > kKeepChains ? now + kScavengePeriodNs : 0;
   }
   for (const gchain& c : victims) free_chain(c.head);
+  return next;
 }
 
 void gcache_flush_p(p* pp) {

@@ -643,6 +643,8 @@ top:
       *inherit = false;
       return gp;
     }
+    // Poller callbacks (readable watches) may have started goroutines on our queue.
+    if (!runq_empty(pp)) goto top;
   }
   // Steal, unless enough Ms are already spinning (at most half the busy Ps).
   int32_t busy = sched.nprocs - sched.npidle.load(std::memory_order_relaxed);

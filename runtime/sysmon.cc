@@ -125,7 +125,11 @@ void* sysmon_main(void*) {
         }
       }
       if (waited) {
+        // Until the next timer, or the scavenger's next pass if idle Gs are still
+        // cached: a server that goes quiet after a burst gives their stacks back.
         int64_t next = timer_sleep_until();
+        int64_t scav = gcache_scavenge(now);
+        if (scav != 0 && (next == 0 || scav < next)) next = scav;
         int64_t sleep = next == 0 ? -1 : (next > now ? next - now : 0);
         sched.sysmonnote.sleep_for(sleep);
         {

@@ -35,6 +35,7 @@
 #include "runtime/internal/sched.h"
 #include "runtime/internal/timer.h"
 #include "runtime/runtime.h"
+#include "server/internal/buffer_pool.h"
 #include "server/internal/server_impl.h"
 
 namespace weft::http {
@@ -179,6 +180,9 @@ struct request_state {
   }
 };
 
+// How long a keep-alive connection keeps its goroutine while waiting for its next request.
+constexpr std::chrono::nanoseconds kShedAfter = std::chrono::milliseconds(50);
+
 struct conn_loop {
   conn_state* cs;
   server::impl* srv;
@@ -186,10 +190,21 @@ struct conn_loop {
   net::conn c;
   std::string remote;
 
-  static constexpr std::size_t kReadBuf = 16 * 1024;
-  char rbuf[kReadBuf];
+  static constexpr std::size_t kReadBuf = buffer_pool::kBufBytes;
+  pooled_buffer rbuf_mem;  // released while the connection sits idle
+  char* rbuf = nullptr;
   std::size_t rpos = 0, rlen = 0;
   std::string wbuf;
+
+  // Shedding: an idle connection gives up its goroutine (and buffers). Whichever of the
+  // readable watch and the idle timer claims it (kShed -> kClaimed) starts the next one.
+  // While they are being armed (kArming) a wakeup is only recorded (kFired*).
+  static constexpr int kRunning = 0, kArming = 1, kFiredReadable = 2, kFiredIdle = 3, kShed = 4,
+                       kClaimed = 5;
+  std::atomic<int> shed_state{kRunning};
+  weft::detail::timer idle_timer;
+  bool idle_expired = false;         // the idle timer claimed it: close
+  bool started = false;              // llhttp and timers initialized
 
   llhttp_t parser;
   // Current message, filled by the callbacks.
@@ -216,8 +231,13 @@ struct conn_loop {
     std::lock_guard<weft::mutex> l(write_mu);
     return flush_locked();
   }
-  void serve();
+  enum class run_result { done, shed };
+  run_result run();                  // the request loop, on whichever goroutine holds the conn
+  void finish(bool clean);           // closes and unregisters; deletes the loop
+  enum class shed_result { handed_off, not_shed, readable, idle_expired };
+  shed_result shed(std::chrono::nanoseconds idle_left);
   bool read_more();                  // false: EOF, error or timeout
+  std::error_code last_read_err;
   int parse_head();                  // see below
   void simple_response(int status, std::string_view body, bool close);
   bool handle_request();             // true: keep the connection open
@@ -361,6 +381,10 @@ clock::time_point after(std::chrono::nanoseconds d) { return clock::now() + d; }
 // Reading.
 
 bool conn_loop::read_more() {
+  if (!rbuf) {
+    rbuf_mem.acquire();
+    rbuf = rbuf_mem.get();
+  }
   if (rpos == rlen) rpos = rlen = 0;
   if (rlen == kReadBuf) {
     if (rpos == 0) return false;  // cannot happen: callbacks consume everything parsed
@@ -370,21 +394,35 @@ bool conn_loop::read_more() {
   }
   auto r = c.read(rbuf + rlen, kReadBuf - rlen);
   rlen += r.n;
+  last_read_err = r.err;
   return r.n > 0;
 }
 
 // Parses until the headers of the next request are complete. Returns 1 when they are,
-// 0 when the connection ended cleanly between requests, or a negative llhttp error
-// (-HPE_*), or -1000 for a timeout or read error in the middle of a request.
+// 0 when the connection ended cleanly between requests, 2 when it was shed (given up
+// to the readable watch while idle), or a negative llhttp error (-HPE_*), or -1000 for
+// a timeout or read error in the middle of a request.
 int conn_loop::parse_head() {
   bool started = false;
   for (;;) {
     if (rpos == rlen) {
       if (!started) {
-        // Between requests: the idle timeout applies until the first byte arrives.
+        // Between requests: the idle timeout applies until the first byte arrives. The
+        // first kShedAfter of it are spent waiting here (keep-alive requests usually come
+        // back quickly); after that the connection is shed and waits with no goroutine.
         auto idle = opts->idle_timeout.count() ? opts->idle_timeout : opts->read_header_timeout;
-        if (idle.count()) c.set_read_deadline(after(idle));
-        if (!read_more()) return 0;
+        bool may_shed = idle > kShedAfter;
+        auto first = may_shed ? kShedAfter : idle;
+        if (first.count()) c.set_read_deadline(after(first));
+        if (!read_more()) {
+          if (!may_shed || last_read_err != net::errc::timeout) return 0;
+          switch (shed(idle - kShedAfter)) {
+            case shed_result::handed_off: return 2;
+            case shed_result::readable: continue;  // data (or EOF) came while shedding
+            case shed_result::not_shed:
+            case shed_result::idle_expired: return 0;
+          }
+        }
         if (!cs->begin_request()) return 0;
         started = true;
         auto hdr = opts->read_header_timeout;
@@ -897,6 +935,9 @@ bool conn_loop::handle_request() {
     cs->cancel_arg = nullptr;
   }
   helpers.wait();  // a 503 writer, if the deadline spawned one
+  // As in Go, the request's context is cancelled once the handler has returned: this
+  // also disarms its deadline timer, which would otherwise keep it alive until then.
+  rs.cancel_ctx(context_errc::canceled);
 
   bool timed_out = rs.owner.load(std::memory_order_acquire) == request_state::kTimedOut;
   if (timed_out) {
@@ -944,17 +985,93 @@ void conn_loop::lingering_close() {
   c.close();
 }
 
-void conn_loop::serve() {
-  llhttp_init(&parser, HTTP_REQUEST, &g_settings);
-  parser.data = this;
-  deadline_timer.f = &on_deadline;
-  deadline_timer.arg = this;
-  deadline_timer.sync = true;
+std::atomic<void (*)()> shed_arming_hook{nullptr};
+
+namespace {
+
+// The readable watch or the idle timer fired. Runs on a scheduler thread; must not
+// block. While the shedding goroutine is still arming both, the wakeup is only recorded
+// (it will carry on itself); once shed, the first of the two to claim the connection
+// starts its next goroutine. Neither touches the loop after its CAS, except the claimer.
+void on_wake(conn_loop* l, bool idle) {
+  int s = l->shed_state.load(std::memory_order_acquire);
+  for (;;) {
+    if (s == conn_loop::kArming) {
+      int fired = idle ? conn_loop::kFiredIdle : conn_loop::kFiredReadable;
+      if (l->shed_state.compare_exchange_weak(s, fired, std::memory_order_acq_rel)) return;
+    } else if (s == conn_loop::kShed) {
+      if (l->shed_state.compare_exchange_weak(s, conn_loop::kClaimed, std::memory_order_acq_rel)) {
+        l->idle_expired = idle;
+        weft::go([l] { l->run(); });
+        return;
+      }
+    } else {
+      return;  // already fired or claimed: the other one won
+    }
+  }
+}
+
+void on_readable(void* arg) { on_wake(static_cast<conn_loop*>(arg), false); }
+void on_idle(weft::detail::timer*, void* arg, uintptr_t) { on_wake(static_cast<conn_loop*>(arg), true); }
+
+}  // namespace
+
+conn_loop::shed_result conn_loop::shed(std::chrono::nanoseconds idle_left) {
+  if (srv->shutting_down.load(std::memory_order_acquire)) return shed_result::not_shed;
+  // Give back the memory an idle connection does not need.
+  rbuf_mem.reset();
+  rbuf = nullptr;
+  rpos = rlen = 0;
+  std::string().swap(wbuf);
+  std::string().swap(body_pending);
+  std::string().swap(hname);
+  std::string().swap(hval);
+  cs->end_request();
+  shed_state.store(kArming, std::memory_order_relaxed);
+  weft::detail::timer_reset(&idle_timer, now_ns() + idle_left.count());
+  if (!c.watch_readable(&on_readable, this)) on_readable(this);
+  if (auto hook = shed_arming_hook.load(std::memory_order_acquire)) hook();
+  int s = kArming;
+  // On success this is the last thing we do with the loop: another goroutine owns it.
+  if (shed_state.compare_exchange_strong(s, kShed, std::memory_order_acq_rel)) return shed_result::handed_off;
+  // Woken while arming: disarm both (waiting out a callback in progress) and go on here.
+  weft::detail::timer_stop_sync(&idle_timer);
+  c.unwatch_readable();
+  shed_state.store(kRunning, std::memory_order_relaxed);
+  return s == kFiredIdle ? shed_result::idle_expired : shed_result::readable;
+}
+
+conn_loop::run_result conn_loop::run() {
+  if (!started) {
+    started = true;
+    llhttp_init(&parser, HTTP_REQUEST, &g_settings);
+    parser.data = this;
+    deadline_timer.f = &on_deadline;
+    deadline_timer.arg = this;
+    deadline_timer.sync = true;
+    idle_timer.f = &on_idle;
+    idle_timer.arg = this;
+    idle_timer.sync = true;
+  } else {
+    // Resumed after a shed: make sure the loser of the readable/idle race is done with
+    // us before going on.
+    weft::detail::timer_stop_sync(&idle_timer);
+    c.unwatch_readable();
+    shed_state.store(kRunning, std::memory_order_release);
+    if (idle_expired) {
+      finish(true);
+      return run_result::done;
+    }
+  }
   bool clean = true;
   for (;;) {
     request r;
     req = &r;
     int rc = parse_head();
+    if (rc == 2) {
+      req = nullptr;
+      return run_result::shed;
+    }
     if (rc == 0) break;  // closed, idle timeout, or shut down between requests
     if (rc < 0) {
       clean = false;
@@ -975,43 +1092,56 @@ void conn_loop::serve() {
     }
   }
   req = nullptr;
+  finish(clean);
+  return run_result::done;
+}
+
+void conn_loop::finish(bool clean) {
   flush();
   if (clean)
     c.close();
   else
     lingering_close();
+  weft::detail::timer_stop_sync(&idle_timer);
+  server::impl* s = srv;
+  std::unique_ptr<conn_state> owned(cs);
+  {
+    std::lock_guard<weft::mutex> l(s->mu);
+    if (cs->prev) cs->prev->next = cs->next;
+    else s->conns = cs->next;
+    if (cs->next) cs->next->prev = cs->prev;
+  }
+  s->stats.open_conns.fetch_sub(1, std::memory_order_relaxed);
+  delete this;
+  s->live_conns.done();
 }
 
 }  // namespace detail
 
+// Starts serving a new connection on the calling goroutine. live_conns was counted by
+// the accept loop; finish() uncounts it, on whichever goroutine ends the connection.
 void server::impl::serve_conn(net::conn c) {
-  auto cs = std::make_unique<detail::conn_state>();
+  auto* cs = new detail::conn_state();
   cs->srv = this;
   cs->c = c;
   {
     std::lock_guard<weft::mutex> l(mu);
     cs->next = conns;
-    if (conns) conns->prev = cs.get();
-    conns = cs.get();
+    if (conns) conns->prev = cs;
+    conns = cs;
   }
   stats.open_conns.fetch_add(1, std::memory_order_relaxed);
-  {
-    auto loop = std::make_unique<detail::conn_loop>();
-    loop->cs = cs.get();
-    loop->srv = this;
-    loop->opts = options();
-    loop->c = c;
-    loop->remote = c.remote_address();
-    if (!shutting_down.load(std::memory_order_acquire)) loop->serve();
-    else c.close();
+  auto* loop = new detail::conn_loop();
+  loop->cs = cs;
+  loop->srv = this;
+  loop->opts = options();
+  loop->c = c;
+  loop->remote = c.remote_address();
+  if (shutting_down.load(std::memory_order_acquire)) {
+    loop->finish(true);
+    return;
   }
-  {
-    std::lock_guard<weft::mutex> l(mu);
-    if (cs->prev) cs->prev->next = cs->next;
-    else conns = cs->next;
-    if (cs->next) cs->next->prev = cs->prev;
-  }
-  stats.open_conns.fetch_sub(1, std::memory_order_relaxed);
+  loop->run();
 }
 
 }  // namespace weft::http

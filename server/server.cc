@@ -49,11 +49,8 @@ std::error_code server::serve(net::listener ln) {
       continue;
     }
     backoff = std::chrono::milliseconds(0);
-    impl_->conn_goroutines.add(1);
-    weft::go([s = impl_.get(), c]() mutable {
-      s->serve_conn(c);
-      s->conn_goroutines.done();
-    });
+    impl_->live_conns.add(1);
+    weft::go([s = impl_.get(), c]() mutable { s->serve_conn(c); });
   }
 }
 
@@ -78,14 +75,14 @@ void server::shutdown(std::chrono::nanoseconds grace) {
     close_idle();
     auto left = deadline - clock::now();
     if (left <= clock::duration::zero()) break;
-    if (s->conn_goroutines.wait_for(std::min<clock::duration>(left, std::chrono::milliseconds(50)))) return;
+    if (s->live_conns.wait_for(std::min<clock::duration>(left, std::chrono::milliseconds(50)))) return;
   }
   // Grace is over: cancel and close whatever is left.
   {
     std::lock_guard<weft::mutex> l(s->mu);
     for (auto* cs = s->conns; cs; cs = cs->next) cs->force();
   }
-  s->conn_goroutines.wait_for(std::chrono::seconds(2));
+  s->live_conns.wait_for(std::chrono::seconds(2));
 }
 
 }  // namespace weft::http

@@ -21,7 +21,9 @@ g* new_g(std::size_t size_class);    // fresh G on a fresh stack slot, registere
 void free_g(g* gp);                   // unregisters it and returns the slot (madvise)
 void gfput(p* pp, g* gp);             // caches a dead G (pp may be null)
 g* gfget(p* pp);                      // a cached dead G of the default class, or null
-void gcache_scavenge(int64_t now);    // sysmon: frees chains idle for a period
+// sysmon: frees chains idle for a period. Returns when it next has work (chains above
+// the floor stay cached), or 0.
+int64_t gcache_scavenge(int64_t now);
 void gcache_flush_p(p* pp);           // moves pp's cache to the global cache
 void gcache_release_all();            // frees every cached G (end of run())
 int64_t gcache_size();                // cached Gs (global + per P), for tests

@@ -25,13 +25,17 @@ struct server::impl {
   std::vector<net::listener> listeners;
   detail::conn_state* conns = nullptr;         // intrusive list of live connections
   std::atomic<bool> shutting_down{false};
-  wait_group conn_goroutines;                  // one per live connection
+  wait_group live_conns;                       // one per live connection (goroutine or shed)
 
   std::shared_ptr<const server_options> options() const { return opts.load(std::memory_order_acquire); }
-  void serve_conn(net::conn c);                // conn.cc: runs on the connection's goroutine
+  void serve_conn(net::conn c);                // conn.cc: serves it; uncounts live_conns at the end
 };
 
 namespace detail {
+
+// Test seam: called by a connection being shed, between arming its readable watch and
+// idle timer and handing itself over, so that tests can make wakeups land in between.
+extern std::atomic<void (*)()> shed_arming_hook;
 
 enum class conn_phase : int { fresh, idle, active, closing };
 

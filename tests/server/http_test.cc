@@ -13,6 +13,7 @@
 #include "runtime/select.h"
 #include "runtime/wait_group.h"
 #include "server/http.h"
+#include "server/internal/server_impl.h"
 #include "server/serve_mux.h"
 #include "tests/server/http_client.h"
 #include "tests/test_util.h"
@@ -304,6 +305,143 @@ TEST(Http, IdleKeepAliveConnectionsAreClosedAfterTheIdleTimeout) {
   }, o);
 }
 
+// An idle keep-alive connection is "shed" after 50 ms: it gives up its goroutine and read
+// buffer, and the poller starts a new goroutine when the next request arrives.
+TEST(Http, IdleConnectionsHoldNoGoroutineAndWakeForTheNextRequest) {
+  with_server([](test_server& ts) {
+    int64_t base = weft::num_goroutine();
+    constexpr int n = 50;
+    std::vector<std::unique_ptr<raw_client>> cs;
+    for (int i = 0; i < n; i++) {
+      cs.push_back(std::make_unique<raw_client>(ts.addr));
+      ASSERT_TRUE(cs.back()->send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
+      ASSERT_EQ(cs.back()->read_response().status, 200);
+    }
+    EXPECT_EQ(testing::settle_goroutines(base), base) << weft::dump_goroutines();
+    for (int round = 0; round < 2; round++) {
+      for (auto& c : cs) {
+        ASSERT_TRUE(c->send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
+        auto r = c->read_response();
+        EXPECT_EQ(r.status, 200);
+        EXPECT_EQ(r.body, "Hello, World!");
+      }
+      EXPECT_EQ(testing::settle_goroutines(base), base) << weft::dump_goroutines();
+    }
+  });
+}
+
+// Requests arriving around the moment of shedding (data while the watch and the idle
+// timer are being armed, or just after) are all answered.
+TEST(Http, RequestsRacingTheShedAreAllAnswered) {
+  with_server([](test_server& ts) {
+    const int n = testing::stress(60, 16), rounds = testing::stress(6, 3);
+    std::atomic<int> ok{0};
+    wait_group wg;
+    wg.add(n);
+    for (int i = 0; i < n; i++)
+      weft::go([&, i] {
+        raw_client c(ts.addr);
+        for (int k = 0; k < rounds; k++) {
+          // 44..56 ms: on both sides of the 50 ms shedding point.
+          weft::sleep_for(std::chrono::microseconds(44000 + (i * 977 + k * 3119) % 12000));
+          if (!c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")) break;
+          if (c.read_response().status != 200) break;
+          ok++;
+        }
+        wg.done();
+      });
+    wg.wait();
+    EXPECT_EQ(ok.load(), n * rounds);
+  });
+}
+
+// A shed connection still ends at the idle timeout, including a timeout that expires
+// while it is being shed (51 ms: 1 ms after the shedding point), and nothing leaks.
+TEST(Http, ShedConnectionsCloseAtTheIdleTimeout) {
+  for (auto idle : {51ms, 300ms}) {
+    server_options o;
+    o.idle_timeout = idle;
+    with_server([idle](test_server& ts) {
+      const int n = idle < 100ms ? testing::stress(100, 20) : 10;
+      std::atomic<int> closed{0};
+      wait_group wg;
+      wg.add(n);
+      for (int i = 0; i < n; i++)
+        weft::go([&] {
+          raw_client c(ts.addr);
+          c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+          auto t0 = std::chrono::steady_clock::now();
+          if (c.read_response().status == 200 && c.closed_by_server() &&
+              std::chrono::steady_clock::now() - t0 >= idle - 10ms)
+            closed++;
+          wg.done();
+        });
+      wg.wait();
+      EXPECT_EQ(closed.load(), n) << "idle timeout " << idle.count() << " ms";
+    }, o);
+  }
+}
+
+// Wakeups that land while a connection is arming its watch and idle timer (held open by
+// the test seam): the connection carries on by itself, and neither a request nor the idle
+// timeout is lost.
+TEST(Http, WakeupsWhileArmingTheShedAreNotLost) {
+  struct hook_guard {
+    explicit hook_guard(void (*f)()) { detail::shed_arming_hook.store(f); }
+    ~hook_guard() { detail::shed_arming_hook.store(nullptr); }
+  };
+  {
+    // Data arrives 20 ms into a 40 ms arming window.
+    hook_guard h([] { weft::sleep_for(40ms); });
+    with_server([](test_server& ts) {
+      raw_client c(ts.addr);
+      for (int k = 0; k < 3; k++) {
+        ASSERT_TRUE(c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
+        ASSERT_EQ(c.read_response().status, 200);
+        weft::sleep_for(70ms);  // 50 ms to the shed, then 20 ms into the arming
+      }
+    });
+  }
+  {
+    // The idle timer (1 ms after the shed) fires during the arming window.
+    hook_guard h([] { weft::sleep_for(20ms); });
+    server_options o;
+    o.idle_timeout = 51ms;
+    with_server([](test_server& ts) {
+      raw_client c(ts.addr);
+      ASSERT_TRUE(c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
+      ASSERT_EQ(c.read_response().status, 200);
+      auto t0 = std::chrono::steady_clock::now();
+      EXPECT_TRUE(c.closed_by_server());
+      EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+    }, o);
+  }
+}
+
+// Shutdown closes shed connections at once; it does not wait for their idle timeout.
+TEST(Http, ShutdownClosesShedConnectionsPromptly) {
+  run_checked([] {
+    test_server ts;
+    ts.mux.handle("GET /hello", [](response_writer& w, request&) { w.write("Hello"); });
+    ts.start();
+    int64_t base = weft::num_goroutine();
+    std::vector<std::unique_ptr<raw_client>> cs;
+    for (int i = 0; i < 20; i++) {
+      cs.push_back(std::make_unique<raw_client>(ts.addr));
+      cs.back()->send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+      EXPECT_EQ(cs.back()->read_response().status, 200);
+    }
+    ASSERT_EQ(testing::settle_goroutines(base), base);  // all shed
+    auto t0 = std::chrono::steady_clock::now();
+    ts.srv->shutdown(10s);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+    for (auto& c : cs) EXPECT_TRUE(c->closed_by_server());
+    ts.done.wait();
+    cs.clear();
+    EXPECT_EQ(net::registered_descriptors(), 0);
+  });
+}
+
 TEST(Http, HandlerDeadlineCancelsTheContextAndAnswers503) {
   server_options o;
   o.handler_timeout = 100ms;
@@ -353,6 +491,26 @@ TEST(Http, RequestTimeoutHeaderShortensButNeverExtendsTheDeadline) {
     m.handle("GET /deadline", [](response_writer& w, request& r) {
       auto left = *r.ctx().deadline() - std::chrono::steady_clock::now();
       w.write(std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(left).count()));
+    });
+  });
+}
+
+TEST(Http, TheRequestContextIsCancelledWhenTheHandlerReturns) {
+  chan<context> kept(1);
+  with_server([&](test_server& ts) {
+    raw_client c(ts.addr);
+    c.send("GET /keep HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(c.read_response().status, 200);
+    auto [ctx, ok] = kept.recv();
+    ASSERT_TRUE(ok);
+    EXPECT_EQ(ctx.err(), context_errc::canceled);
+    std::monostate m;
+    EXPECT_EQ(weft::select(case_recv(ctx.done(), m), case_default()), 0);  // closed
+  }, {}, [&](serve_mux& mux) {
+    mux.handle("GET /keep", [&](response_writer& w, request& r) {
+      EXPECT_FALSE(r.ctx().err());
+      kept.send(r.ctx());
+      w.write("ok");
     });
   });
 }
