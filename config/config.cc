@@ -229,6 +229,11 @@ load_result load(const std::string& file, const flag_values& flags, const char* 
     net::parse_address(r.cfg.debug_listen, ec);
     if (ec) a.fail("debug.listen", "invalid address \"" + r.cfg.debug_listen + "\"");
   }
+  if (!a.err) {
+    std::vector<net::ip_prefix> prefixes;
+    std::string why;
+    if (!net::parse_prefix_list(r.cfg.debug_allow, prefixes, &why)) a.fail("debug.allow", why);
+  }
   r.err = a.err;
   return r;
 }

@@ -100,4 +100,96 @@ std::string format_sockaddr(const sockaddr* sa, socklen_t len) {
   return "?";
 }
 
+namespace {
+
+// Parses an address literal (no port) into 4 or 16 bytes; IPv4-mapped IPv6 becomes IPv4.
+bool parse_ip(std::string_view text, bool& v6, unsigned char* bytes) {
+  asio::error_code ec;
+  asio::ip::address ip = asio::ip::make_address(std::string(text), ec);
+  if (ec) return false;
+  if (ip.is_v6() && ip.to_v6().is_v4_mapped()) ip = asio::ip::make_address_v4(asio::ip::v4_mapped, ip.to_v6());
+  v6 = ip.is_v6();
+  if (v6) {
+    auto b = ip.to_v6().to_bytes();
+    std::memcpy(bytes, b.data(), b.size());
+  } else {
+    auto b = ip.to_v4().to_bytes();
+    std::memcpy(bytes, b.data(), b.size());
+  }
+  return true;
+}
+
+// The address part of "1.2.3.4:80", "[::1]:80", or a bare literal.
+std::string_view host_part(std::string_view s) {
+  if (!s.empty() && s.front() == '[') {
+    auto close = s.find(']');
+    return close == std::string_view::npos ? s : s.substr(1, close - 1);
+  }
+  auto colon = s.find(':');
+  if (colon != std::string_view::npos && s.find(':', colon + 1) == std::string_view::npos) return s.substr(0, colon);
+  return s;  // a bare IPv6 literal, or a bare IPv4 one
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+bool ip_prefix::contains(std::string_view ip) const {
+  bool is_v6 = false;
+  unsigned char b[16];
+  if (!parse_ip(host_part(ip), is_v6, b) || is_v6 != v6) return false;
+  int full = bits / 8, rest = bits % 8;
+  if (std::memcmp(b, bytes, static_cast<std::size_t>(full)) != 0) return false;
+  if (rest == 0) return true;
+  unsigned char mask = static_cast<unsigned char>(0xff << (8 - rest));
+  return (b[full] & mask) == (bytes[full] & mask);
+}
+
+bool parse_prefix_list(std::string_view list, std::vector<ip_prefix>& out, std::string* err) {
+  out.clear();
+  while (!list.empty()) {
+    auto comma = list.find(',');
+    std::string_view entry = trim(list.substr(0, comma));
+    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+    if (entry.empty()) continue;
+    ip_prefix p;
+    std::string_view addr = entry;
+    int bits = -1;
+    if (auto slash = entry.find('/'); slash != std::string_view::npos) {
+      addr = entry.substr(0, slash);
+      std::string_view len = entry.substr(slash + 1);
+      int n = 0;
+      auto [ptr, ec] = std::from_chars(len.data(), len.data() + len.size(), n);
+      if (len.empty() || ec != std::errc() || ptr != len.data() + len.size()) {
+        if (err) *err = "bad prefix length in \"" + std::string(entry) + "\"";
+        return false;
+      }
+      bits = n;
+    }
+    if (!parse_ip(addr, p.v6, p.bytes)) {
+      if (err) *err = "\"" + std::string(entry) + "\" is not an IP address or CIDR prefix";
+      return false;
+    }
+    int max = p.v6 ? 128 : 32;
+    if (bits < 0) bits = max;
+    if (bits > max) {
+      if (err) *err = "prefix length " + std::to_string(bits) + " is too long in \"" + std::string(entry) + "\"";
+      return false;
+    }
+    p.bits = bits;
+    out.push_back(p);
+  }
+  return true;
+}
+
+bool prefix_list_contains(const std::vector<ip_prefix>& list, std::string_view ip) {
+  for (const auto& p : list)
+    if (p.contains(ip)) return true;
+  return false;
+}
+
 }  // namespace weft::net

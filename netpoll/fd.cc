@@ -43,7 +43,8 @@ std::shared_ptr<netfd> netfd::open(int fd, std::error_code& err) {
 netfd::~netfd() {
   // A handle dropped without close(): close now (no operation can be running, since
   // each holds a reference to the shared netfd through its caller).
-  if (fd_ >= 0 && !(state_.load() & kClosing)) close();
+  // State first: once closing, fd_ belongs to whoever drops the last reference.
+  if (!(state_.load(std::memory_order_acquire) & kClosing) && fd_ >= 0) close();
 }
 
 bool netfd::incref() {

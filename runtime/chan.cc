@@ -155,7 +155,7 @@ bool chan_core::send(void* value, bool block) {
   s.since = block_start();
   sendq.enqueue(&s);
   park(wait_reason::chan_send, unlock_commit, &mu);
-  if (s.since) record_block(s.since, nanotime(), 1);
+  if (s.since) record_block(s.since, nanotime(), 0);
   if (!s.success) throw std::logic_error("send on closed channel");
   return true;
 }
@@ -206,7 +206,7 @@ int chan_core::recv(void* out, bool block) {
   s.since = block_start();
   recvq.enqueue(&s);
   park(wait_reason::chan_receive, unlock_commit, &mu);
-  if (s.since) record_block(s.since, nanotime(), 1);
+  if (s.since) record_block(s.since, nanotime(), 0);
   return s.success ? 1 : 2;
 }
 
@@ -424,7 +424,7 @@ int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
   unlock_all(order, nl);
   if (!winner) throw_("select: woken without a completed case");
   int won = winner->case_index;
-  if (since) record_block(since, nanotime(), 1);
+  if (since) record_block(since, nanotime(), 0);
   sudog& w = sgs[won];
   if (w.is_send) {
     if (!w.success) throw std::logic_error("send on closed channel");

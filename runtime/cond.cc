@@ -30,7 +30,7 @@ void cond::wait() {
       return true;
     }, &mu_);
   }
-  if (since) detail::record_block(since, detail::nanotime(), 1);
+  if (since) detail::record_block(since, detail::nanotime(), 0);
   m_.lock();
 }
 

@@ -66,6 +66,9 @@
 #include "runtime/internal/sched.h"
 #include "runtime/internal/stack.h"
 #include "runtime/internal/switch.h"
+#include "runtime/internal/trace.h"
+#include "runtime/cpu_profile.h"
+#include "runtime/labels.h"
 #include "runtime/runtime.h"
 
 #if defined(WEFT_ASAN)
@@ -94,6 +97,12 @@ struct switch_req {
   void (*fn)(void*) = nullptr;      // blocking call
   std::exception_ptr* error = nullptr;
 };
+// execute() hands r->kind to the tracer as is.
+static_assert(static_cast<int>(req_kind::park) == static_cast<int>(trace_stop::park) &&
+              static_cast<int>(req_kind::yield) == static_cast<int>(trace_stop::yield) &&
+              static_cast<int>(req_kind::preempt) == static_cast<int>(trace_stop::preempt) &&
+              static_cast<int>(req_kind::exit) == static_cast<int>(trace_stop::exit) &&
+              static_cast<int>(req_kind::blocking) == static_cast<int>(trace_stop::blocking));
 
 // ---------------------------------------------------------------------------------------
 // Small helpers.
@@ -137,6 +146,7 @@ void acquirep(m* mp, p* pp) {
   mp->pp = pp;
   pp->mp.store(mp, std::memory_order_relaxed);
   pp->status.store(pstatus::running, std::memory_order_release);
+  trace_proc_start(mp, pp);
 }
 
 p* releasep(m* mp) {
@@ -144,6 +154,7 @@ p* releasep(m* mp) {
   if (!pp || pp->mp.load(std::memory_order_relaxed) != mp ||
       pp->status.load(std::memory_order_relaxed) != pstatus::running)
     throw_("releasep: invalid p state");
+  trace_proc_stop(mp, pp);
   mp->pp = nullptr;
   pp->mp.store(nullptr, std::memory_order_relaxed);
   pp->status.store(pstatus::idle, std::memory_order_release);
@@ -207,10 +218,12 @@ void* m_thread_main(void* arg) {
   }
   mp->tsan_g0 = tsan_current_fiber();
   signals_thread_init(mp);
+  cpu_profile_thread_start();  // arms this thread's SIGPROF timer if a profile runs
   p* pp = mp->nextp;
   mp->nextp = nullptr;
   acquirep(mp, pp);
   schedule_loop(mp);
+  cpu_profile_thread_exit();
   signals_thread_fini(mp);
   tls_m = nullptr;
   return nullptr;
@@ -219,6 +232,7 @@ void* m_thread_main(void* arg) {
 // Creates an M (thread) that starts by owning pp. id was reserved under sched.mu.
 void newm(p* pp, bool spinning) {
   m* mp = new m();
+  record_thread_create(mp);  // the threadcreate profile's stack
   mp->nextp = pp;
   mp->spinning = spinning;
   int rc = 0;
@@ -348,7 +362,8 @@ void gdestroy(m* mp, g* gp) {
   mp->curg.store(nullptr, std::memory_order_relaxed);
   bool was_main = gp->is_main;
   gp->is_main = false;
-  gp->labels = nullptr;
+  // After curg is cleared: a SIGPROF on this thread no longer looks at gp's labels.
+  label_release(std::atomic_ref<void*>(gp->labels).exchange(nullptr, std::memory_order_relaxed));
   gp->param = nullptr;
   gp->reason = wait_reason::none;
   gp->ops = nullptr;
@@ -453,11 +468,14 @@ void execute(m* mp, g* gp, bool inherit) {
       gp->status.exchange(gstatus::running, std::memory_order_seq_cst);
     }
     while (gp->tracing.load(std::memory_order_acquire)) cpu_relax();
+    note_running(pp, gp);
+    trace_go_start(mp, pp, gp);
     transfer_t t = switch_to(gp->ctx, mp, &mp->g0_fake_stack,
                              fiber_target{gp->stack_lo, static_cast<std::size_t>(gp->stack_hi - gp->stack_lo),
                                           gp->tsan_fiber});
     gp->ctx = t.fctx;
     auto* r = static_cast<switch_req*>(t.data);
+    trace_go_stop(mp, pp, gp, static_cast<trace_stop>(r->kind));
     switch (r->kind) {
       case req_kind::park: {
         gp->mp.store(nullptr, std::memory_order_relaxed);
@@ -473,12 +491,14 @@ void execute(m* mp, g* gp, bool inherit) {
         gp->mp.store(nullptr, std::memory_order_relaxed);
         mp->curg.store(nullptr, std::memory_order_relaxed);
         set_status(gp, gstatus::runnable);
+        note_runnable(gp);
         runqput(pp, gp, false);
         return;
       case req_kind::preempt: {
         gp->mp.store(nullptr, std::memory_order_relaxed);
         mp->curg.store(nullptr, std::memory_order_relaxed);
         set_status(gp, gstatus::runnable);
+        note_runnable(gp);
         {
           lock_guard l(sched.mu);
           globrunq_put_locked(gp);
@@ -514,11 +534,14 @@ void run_blocking(m* mp, g* gp, switch_req* r) {
       sched.sysmonnote.wakeup();
     }
   }
+  mp->in_blocking.store(true, std::memory_order_relaxed);
   try {
     r->fn(r->arg);
   } catch (...) {
     *r->error = std::current_exception();
   }
+  mp->in_blocking.store(false, std::memory_order_relaxed);
+  trace_syscall_exit(mp, gp);
   // Fast path: a P in the syscall state, ours, is free to take. It may even have been
   // retaken, handed to another M and be in *that* M's blocking call now (ABA); taking it
   // is still legal, as in Go: that M will find it gone when its call returns. So the
@@ -545,6 +568,7 @@ void run_blocking(m* mp, g* gp, switch_req* r) {
   gp->mp.store(nullptr, std::memory_order_relaxed);
   mp->curg.store(nullptr, std::memory_order_relaxed);
   set_status(gp, gstatus::runnable);
+  note_runnable(gp);
   {
     lock_guard l(sched.mu);
     globrunq_put_locked(gp);
@@ -640,6 +664,8 @@ top:
       g* gp = list;
       inject_glist(list->sched_link, n - 1);
       set_status(gp, gstatus::runnable);
+      note_runnable(gp);
+      trace_go_netpoll_ready(mp, pp, gp);
       *inherit = false;
       return gp;
     }
@@ -735,6 +761,8 @@ top:
         g* gp = list;
         inject_glist(list->sched_link, n - 1);
         set_status(gp, gstatus::runnable);
+        note_runnable(gp);
+        trace_go_netpoll_ready(mp, np, gp);
         *inherit = false;
         return gp;
       }
@@ -928,6 +956,8 @@ void inject_glist(g* head, int32_t n) {
       head = x->sched_link;
       x->sched_link = nullptr;
       set_status(x, gstatus::runnable);
+      note_runnable(x);
+      trace_go_netpoll_ready(mp, pp, x);
       globrunq_put_locked(x);
     }
   }
@@ -937,6 +967,8 @@ void inject_glist(g* head, int32_t n) {
     head = head->sched_link;
     x->sched_link = nullptr;
     set_status(x, gstatus::runnable);
+    note_runnable(x);
+    trace_go_netpoll_ready(mp, pp, x);
     runqput(pp, x, false);
   }
 }
@@ -961,6 +993,8 @@ void ready_g(g* gp, bool next) {
   gstatus expect = gstatus::waiting;
   if (!gp->status.compare_exchange_strong(expect, gstatus::runnable, std::memory_order_acq_rel))
     throw_("ready: goroutine is not waiting");
+  note_runnable(gp);
+  trace_go_ready(mp, own_p ? pp : nullptr, gp);
   if (own_p) {
     runqput(pp, gp, next);
     // The StoreLoad fence of the wakeup protocol: with next, runqput published gp with
@@ -1055,6 +1089,10 @@ void start_g(g* gp, const task_ops* ops) {
   if (!sched.running.load(std::memory_order_acquire)) throw_("go: runtime is not running");
   gp->ops = ops;
   g* cur = getg();
+  // pprof labels are inherited at spawn (released in gdestroy).
+  std::atomic_ref<void*>(gp->labels)
+      .store(cur ? label_acquire(std::atomic_ref<void*>(cur->labels).load(std::memory_order_relaxed)) : nullptr,
+             std::memory_order_relaxed);
   std::atomic_ref<uint64_t>(gp->parent_id).store(cur ? cur->id : 0, std::memory_order_relaxed);
   m* mp = getm();
   p* pp = mp ? mp->pp : nullptr;
@@ -1063,6 +1101,12 @@ void start_g(g* gp, const task_ops* ops) {
   gp->ctx = boost::context::detail::make_fcontext(gp->stack_hi, gp->stack_hi - gp->stack_lo, g_entry);
   set_status(gp, gstatus::runnable);
   gcount_add(pp, 1);
+  if (pp)
+    pp->ncreated.store(pp->ncreated.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  else
+    sched.foreign_created.fetch_add(1, std::memory_order_relaxed);
+  note_runnable(gp);
+  trace_go_create(mp, pp, gp);
   bool overflowed = false;
   if (pp) {
     overflowed = runqput(pp, gp, true);  // the CAS on runnext is the StoreLoad fence
@@ -1151,6 +1195,7 @@ void run_main(g* gp, const options& opts) {
   sched.stopping.store(false);
   sched.goidgen.store(2);
   sched.foreign_gcount.store(0);
+  sched.foreign_created.store(0);
   sched.lastpoll.store(nanotime());
   sched.poll_until.store(0);
   sched.mcount = 0;
@@ -1192,6 +1237,7 @@ void run_main(g* gp, const options& opts) {
   sched.allm.push_back(m0);
   tls_m = m0;
   signals_thread_init(m0);
+  cpu_profile_thread_start();
 
   p* p0;
   {
@@ -1212,6 +1258,7 @@ void run_main(g* gp, const options& opts) {
   sysmon_start();
 
   schedule_loop(m0);
+  cpu_profile_thread_exit();
   signals_thread_fini(m0);
   tls_m = nullptr;
   run_teardown();  // frees every M, m0 included
@@ -1279,6 +1326,8 @@ void run_teardown() {
     if (x->fn && x->fn != x->fn_buf) ::operator delete(x->fn, std::align_val_t{alignof(std::max_align_t)});
     x->fn = nullptr;
     x->asan_fake_stack = nullptr;
+    label_release(x->labels);
+    x->labels = nullptr;
     free_g(x);
   }
   {
@@ -1288,11 +1337,18 @@ void run_teardown() {
   // The next run() may pick another default stack size: start from an empty cache.
   gcache_release_all();
   sched.stack_class = 0;
+  p* allp;
+  {
+    // Under sched.mu: read_sched_stats and threadcreate_profile (trace.cc) may be
+    // looking at the Ms and Ps from another thread.
+    lock_guard l(sched.mu);
+    sched.allm.clear();
+    allp = sched.allp;
+    sched.allp = nullptr;
+    sched.nprocs = 0;
+  }
   for (m* x : ms) delete x;
-  sched.allm.clear();
-  delete[] sched.allp;
-  sched.allp = nullptr;
-  sched.nprocs = 0;
+  delete[] allp;
   g_m0 = nullptr;
 }
 

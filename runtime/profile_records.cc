@@ -1,4 +1,5 @@
 // Block and mutex contention records; see runtime/internal/profile.h.
+#include <chrono>
 #include <mutex>
 #include <random>
 #include <unordered_map>
@@ -55,7 +56,7 @@ table g_mutex;
   auto fp = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
   uintptr_t lo = gp ? reinterpret_cast<uintptr_t>(gp->stack_lo) : fp;
   uintptr_t hi = gp ? reinterpret_cast<uintptr_t>(gp->stack_hi) : fp + (1 << 20);
-  skip += 1;  // capture itself
+  // The first return address read is already our caller's (add's) location.
   while (k.n < kMaxDepth && fp >= lo && fp + 16 <= hi && (fp & 7) == 0) {
     auto* frame = reinterpret_cast<const uintptr_t*>(fp);
     uintptr_t ret = frame[1];
@@ -69,7 +70,11 @@ table g_mutex;
   }
 }
 
-void add(table& t, int skip, int64_t ns) {
+// The recording path keeps its own frames (no inlining, no sibling calls), so that
+// the number of frames to drop above the caller is fixed: add and record_*.
+#define WEFT_PROFILE_FRAME [[gnu::noinline, gnu::optimize("no-optimize-sibling-calls")]]
+
+WEFT_PROFILE_FRAME void add(table& t, int skip, int64_t ns) {
   stack_key k;
   capture(k, skip + 1);
   std::lock_guard<std::mutex> l(t.mu);
@@ -103,7 +108,7 @@ std::vector<contention_record> snapshot(table& t, int64_t scale_num, bool by_rat
 
 }  // namespace
 
-void record_block(int64_t start_ns, int64_t end_ns, int skip) {
+WEFT_PROFILE_FRAME void record_block(int64_t start_ns, int64_t end_ns, int skip) {
   int64_t rate = g_block_rate.load(std::memory_order_relaxed);
   if (rate <= 0) return;
   int64_t d = end_ns - start_ns;
@@ -114,7 +119,7 @@ void record_block(int64_t start_ns, int64_t end_ns, int skip) {
   add(g_block, skip + 1, d >= rate ? d : rate);
 }
 
-void record_mutex(int64_t wait_ns, int skip) {
+WEFT_PROFILE_FRAME void record_mutex(int64_t wait_ns, int skip) {
   int64_t f = g_mutex_fraction.load(std::memory_order_relaxed);
   if (f <= 0) return;
   thread_local std::minstd_rand rng(static_cast<unsigned>(nanotime()) ^ 0x5bd1e995u);
@@ -148,5 +153,31 @@ int64_t set_block_profile_rate(int64_t rate_ns) {
 int64_t set_mutex_profile_fraction(int64_t fraction) {
   return detail::g_mutex_fraction.exchange(fraction < 0 ? 0 : fraction);
 }
+
+int64_t block_profile_rate() { return detail::g_block_rate.load(std::memory_order_relaxed); }
+int64_t mutex_profile_fraction() { return detail::g_mutex_fraction.load(std::memory_order_relaxed); }
+
+namespace {
+
+profile contention_profile(const std::vector<detail::contention_record>& recs) {
+  profile p;
+  p.sample_types = {{"contentions", "count"}, {"delay", "nanoseconds"}};
+  p.period_type = {"contentions", "count"};
+  p.period = 1;
+  p.time_nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                     std::chrono::system_clock::now().time_since_epoch()).count();
+  for (const auto& r : recs) {
+    profile_sample s;
+    s.stack = r.stack;
+    s.values = {r.count, r.total_ns};
+    p.samples.push_back(std::move(s));
+  }
+  return p;
+}
+
+}  // namespace
+
+profile block_profile() { return contention_profile(detail::block_records()); }
+profile mutex_profile() { return contention_profile(detail::mutex_records()); }
 
 }  // namespace weft

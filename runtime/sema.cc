@@ -74,7 +74,7 @@ void sema::acquire(wait_reason reason, bool lifo) {
   nwait_.fetch_add(1, std::memory_order_relaxed);
   park(reason, unlock_commit, &mu_);
   // The releaser dequeued us and handed us its unit.
-  if (w.since) record_block(w.since, nanotime(), 1);
+  if (w.since) record_block(w.since, nanotime(), 0);
 }
 
 // The timer side of acquire_for: takes the waiter off the queue if a releaser has not.
@@ -127,7 +127,7 @@ bool sema::acquire_for(wait_reason reason, int64_t timeout_ns) {
   }, &a);
   // Whoever woke us, the timer must be gone before this frame is.
   timer_stop_sync(&t);
-  if (w.since) record_block(w.since, nanotime(), 1);
+  if (w.since) record_block(w.since, nanotime(), 0);
   return !w.timed_out;
 }
 
@@ -155,7 +155,7 @@ void sema::release(uint32_t n, bool handoff, bool mutex_profile) {
     woken = w->next;
     goroutine_ref gp = w->gp;
     int64_t since = w->since;
-    if (mutex_profile && since) record_mutex(nanotime() - since, 1);
+    if (mutex_profile && since) record_mutex(nanotime() - since, 0);
     ready(gp);
   }
   if (handoff && k && current_goroutine()) weft::yield();  // let the waiter run now

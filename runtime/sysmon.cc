@@ -21,6 +21,7 @@
 
 #include "runtime/internal/gcache.h"
 #include "runtime/internal/sched.h"
+#include "runtime/internal/trace.h"
 
 namespace weft::detail {
 namespace {
@@ -58,6 +59,7 @@ int retake(int64_t now) {
         continue;
       pstatus expect = pstatus::syscall;
       if (pp->status.compare_exchange_strong(expect, pstatus::idle, std::memory_order_acq_rel)) {
+        trace_proc_stop(nullptr, pp);  // before handoffp lets another M take it
         pp->mp.store(nullptr, std::memory_order_relaxed);
         pp->syscalltick.fetch_add(1, std::memory_order_relaxed);
         n++;
@@ -111,6 +113,7 @@ void* sysmon_main(void*) {
     sched.sysmonnote.clear();
     if (sched.stopping.load(std::memory_order_acquire)) break;
     int64_t now = nanotime();
+    calibrate_ticks();  // the scheduling latency clock (trace.cc)
 
     // Every P idle, and sysmon has backed off all the way (no work for >1 ms): sleep
     // until a P is taken again. Not sooner: an I/O server's Ps go idle between bursts

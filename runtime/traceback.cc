@@ -19,6 +19,8 @@
 #include <unwind.h>
 
 #include <algorithm>
+#include <chrono>
+#include <map>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -29,6 +31,8 @@
 #include <vector>
 
 #include "runtime/internal/sched.h"
+#include "runtime/labels.h"
+#include "runtime/profiling.h"
 #include "runtime/runtime.h"
 #include "runtime/symbolize.h"
 
@@ -47,6 +51,7 @@ struct g_snapshot {
   bool walked;
   bool current;
   std::vector<uintptr_t> pcs;  // return addresses, innermost first
+  void* labels = nullptr;      // a reference to the pprof labels (walked or current only)
 };
 
 // Follows the rbp chain within [lo, hi).
@@ -171,7 +176,7 @@ void format(std::string& out, const g_snapshot& s) {
 
 // Takes snapshots of goroutines. lock_tries >= 0: give up on the registry lock after
 // that many tries (fatal paths may run while it is held).
-bool snapshot_all(std::vector<g_snapshot>& out, g* self, int lock_tries) {
+bool snapshot_all(std::vector<g_snapshot>& out, g* self, int lock_tries, bool want_labels = false) {
   int tries = 0;
   while (!allg_lock.try_acquire()) {
     if (lock_tries >= 0 && ++tries > lock_tries) return false;
@@ -192,6 +197,7 @@ bool snapshot_all(std::vector<g_snapshot>& out, g* self, int lock_tries) {
     if (x == self) {
       s.status = gstatus::running;
       s.walked = true;
+      if (want_labels) s.labels = label_acquire(std::atomic_ref<void*>(x->labels).load(std::memory_order_relaxed));
       auto here = reinterpret_cast<char*>(__builtin_frame_address(0));
       if (here >= x->stack_lo && here < x->stack_hi)
         walk_current(x, s.pcs);
@@ -209,7 +215,11 @@ bool snapshot_all(std::vector<g_snapshot>& out, g* self, int lock_tries) {
         s.wait_since = x->wait_since.load(std::memory_order_relaxed);
       }
       s.walked = s.status != gstatus::running;
-      if (s.walked) walk_parked(x, s.pcs);
+      if (s.walked) {
+        walk_parked(x, s.pcs);
+        // Parked (and kept parked by `tracing`): its labels cannot change under us.
+        if (want_labels) s.labels = label_acquire(std::atomic_ref<void*>(x->labels).load(std::memory_order_relaxed));
+      }
     }
     x->tracing.store(false, std::memory_order_release);
     if (s.status != gstatus::dead && s.status != gstatus::idle) out.push_back(std::move(s));
@@ -382,5 +392,37 @@ std::string dump_goroutines() {
 
 
 void dump_goroutines(std::ostream& out) { out << dump_goroutines(); }
+
+profile goroutine_profile() {
+  profile p;
+  p.sample_types = {{"goroutine", "count"}};
+  p.period_type = {"goroutine", "count"};
+  p.period = 1;
+  p.time_nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                     std::chrono::system_clock::now().time_since_epoch()).count();
+  std::vector<detail::g_snapshot> snaps;
+  if (!detail::snapshot_all(snaps, detail::getg(), -1, /*want_labels=*/true)) return p;
+  // One sample per distinct stack (the encoder and the text writer group them further).
+  std::map<std::pair<std::vector<uintptr_t>, label_set>, int64_t> counts;
+  for (auto& s : snaps) {
+    std::vector<uintptr_t> stack = std::move(s.pcs);
+    if (s.create_pc) stack.push_back(s.create_pc);  // where it was started
+    label_set labels;
+    if (s.labels) {
+      labels = static_cast<detail::label_node*>(s.labels)->labels;
+      detail::label_release(s.labels);
+      s.labels = nullptr;
+    }
+    counts[{std::move(stack), std::move(labels)}]++;
+  }
+  for (auto& [key, n] : counts) {
+    profile_sample smp;
+    smp.stack = key.first;
+    smp.values = {n};
+    for (const auto& [k, v] : key.second) smp.labels.push_back(profile_label{k, v});
+    p.samples.push_back(std::move(smp));
+  }
+  return p;
+}
 
 }  // namespace weft

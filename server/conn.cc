@@ -36,6 +36,7 @@
 #include "runtime/internal/timer.h"
 #include "runtime/runtime.h"
 #include "server/internal/buffer_pool.h"
+#include "server/metrics.h"
 #include "server/internal/server_impl.h"
 
 namespace weft::http {
@@ -50,13 +51,17 @@ namespace detail {
 bool conn_state::begin_request() {
   weft::detail::spin_guard l(phase_mu);
   if (phase == conn_phase::closing) return false;
+  if (phase != conn_phase::active) srv->stats.active_conns.fetch_add(1, std::memory_order_relaxed);
   phase = conn_phase::active;
   return true;
 }
 
 void conn_state::end_request() {
   weft::detail::spin_guard l(phase_mu);
-  if (phase == conn_phase::active) phase = conn_phase::idle;
+  if (phase == conn_phase::active) {
+    phase = conn_phase::idle;
+    srv->stats.active_conns.fetch_sub(1, std::memory_order_relaxed);
+  }
 }
 
 bool conn_state::close_if_idle() {
@@ -75,6 +80,7 @@ void conn_state::force() {
   void* arg = nullptr;
   {
     weft::detail::spin_guard l(phase_mu);
+    if (phase == conn_phase::active) srv->stats.active_conns.fetch_sub(1, std::memory_order_relaxed);
     phase = conn_phase::closing;
     cancel = cancel_current;
     arg = cancel_arg;
@@ -504,11 +510,25 @@ void request::shorten_deadline(clock::time_point t) {
   weft::detail::timer_reset(&st_->loop->deadline_timer, d);
   weft::detail::spin_guard l(st_->ctx_mu);
   if (st_->ctx_made) {
-    // Already handed out: derive an earlier child (the old one stays valid).
-    auto c = with_deadline(st_->ctx, t);
-    st_->ctx = std::move(c.ctx);
-    st_->cancel = std::move(c.cancel);
+    // Already handed out: derive an earlier child (the old one stays valid). `cancel`
+    // stays the root's: cancelling it at the end of the request ends the child too.
+    st_->ctx = with_deadline(st_->ctx, t).ctx;
   }
+}
+
+bool request::extend_deadline(clock::time_point t) {
+  if (!st_) return false;
+  int64_t d = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  if (d <= st_->deadline_ns) return true;
+  {
+    weft::detail::spin_guard l(st_->ctx_mu);
+    if (st_->ctx_made) return false;  // a context's deadline cannot move later
+    st_->deadline_ns = d;
+  }
+  weft::detail::timer_reset(&st_->loop->deadline_timer, d);
+  auto wt = st_->loop->opts->write_timeout;
+  if (wt.count()) st_->loop->c.set_write_deadline(t + wt);
+  return true;
 }
 
 void request::set_body_limit(uint64_t n) {
@@ -958,7 +978,9 @@ bool conn_loop::handle_request() {
   } else {
     finish_response(rs, w);
   }
-  log_access(r, w, clock::now() - rs.start);
+  auto took = clock::now() - rs.start;
+  log_access(r, w, took);
+  (r.metrics() ? r.metrics() : &unmatched_route_metrics())->observe(r.method(), w.status() ? w.status() : 200, took);
   st = nullptr;
   r.st_ = nullptr;
   if (cs->force_close.load(std::memory_order_acquire)) rs.close_after = true;
@@ -1097,6 +1119,7 @@ conn_loop::run_result conn_loop::run() {
 }
 
 void conn_loop::finish(bool clean) {
+  cs->end_request();  // a request cut short (bad input, timeout) stops counting as active
   flush();
   if (clean)
     c.close();

@@ -46,6 +46,8 @@ class logger;
 
 namespace weft::http {
 
+class route_metrics;  // server/metrics.h
+
 using clock = std::chrono::steady_clock;
 
 struct header_field {
@@ -113,8 +115,15 @@ class request {
   // The serve_mux pattern that matched ("" if none): for logs, metrics and profiles.
   std::string_view pattern() const { return pattern_; }
   void set_pattern(std::string p) { pattern_ = std::move(p); }
+  // Where this request is counted on /metrics (set with the pattern; null: "unmatched").
+  route_metrics* metrics() const { return metrics_; }
+  void set_route_metrics(route_metrics* m) { metrics_ = m; }
   // Moves the deadline earlier (never later): per-route timeouts.
   void shorten_deadline(clock::time_point t);
+  // Moves the deadline later, for handlers that stream for a long time by design (the
+  // CPU profile: Go's ResponseController.SetWriteDeadline). False once ctx() has been
+  // called: a context's deadline never moves later.
+  bool extend_deadline(clock::time_point t);
   // Lowers the body limit for this request (never raises it): max_bytes_handler.
   void set_body_limit(uint64_t n);
   void set_path(std::string p) { path_ = std::move(p); }
@@ -123,6 +132,7 @@ class request {
   friend struct detail::conn_loop;
   friend struct detail::request_state;
   std::string method_, target_, path_, query_, host_, pattern_;
+  route_metrics* metrics_ = nullptr;
   int major_ = 1, minor_ = 1;
   http::headers headers_;
   std::optional<uint64_t> content_length_;

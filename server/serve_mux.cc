@@ -240,6 +240,8 @@ void serve_mux::handle(std::string_view pattern, handler h, route_options opts) 
       throw std::invalid_argument("serve_mux: pattern \"" + r.pattern + "\" conflicts with \"" + o.pattern +
                                   "\": both match some requests and neither is more specific");
   }
+  r.metrics = std::make_unique<route_metrics>(r.pattern);
+  r.labels = weft::detail::make_label_ref({{"route", r.pattern}});
   routes_.push_back(std::move(rp));
 }
 
@@ -325,8 +327,12 @@ void serve_mux::serve(response_writer& w, request& r) const {
   match_path(*best, parts, path, &values);
   for (auto& [k, v] : values) r.set_path_value(std::move(k), std::move(v));
   r.set_pattern(best->pattern);
+  r.set_route_metrics(best->metrics.get());
   int64_t t = best->timeout_ns.load(std::memory_order_relaxed);
   if (t >= 0) r.shorten_deadline(clock::now() + std::chrono::nanoseconds(t));
+  // Profiles attribute the handler's samples to its route (made once, per route: no
+  // allocation per request).
+  weft::detail::label_scope labels(best->labels);
   best->h(w, r);
 }
 

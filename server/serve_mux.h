@@ -29,6 +29,8 @@
 #include <vector>
 
 #include "server/http.h"
+#include "runtime/labels.h"
+#include "server/metrics.h"
 
 namespace weft::http {
 
@@ -60,6 +62,8 @@ class serve_mux {
     std::vector<segment> segs;
     handler h;
     std::atomic<int64_t> timeout_ns{-1};  // -1: none; changed by config reloads
+    std::unique_ptr<route_metrics> metrics;  // label route="<pattern>" on /metrics
+    weft::detail::label_ref labels;          // pprof label route=<pattern> while it runs
   };
 
  private:

@@ -29,6 +29,7 @@
 #include <cstdio>
 
 #include "config/config.h"
+#include "handlers/debug.h"
 #include "handlers/weftd_handlers.h"
 #include "netpoll/fd.h"
 #include "netpoll/net.h"
@@ -102,6 +103,7 @@ int main(int argc, char** argv) {
   app.add_option("--debug-allow", debug_allow, "CIDRs allowed to reach /debug (default loopback)");
   app.add_flag("--print-config", print_config, "print the effective configuration (TOML) and exit");
   CLI11_PARSE(app, argc, argv);
+  const std::vector<std::string> argv_copy(argv, argv + argc);
 
   config::flag_values flags;
   if (app.count("--listen")) flags.listen = listen;
@@ -161,11 +163,38 @@ int main(int argc, char** argv) {
     }
     http::server srv(mux.as_handler(), server_options_from(cfg, access));
 
+    // /debug and /metrics: on the main listener, or on debug.listen with a mux of their own.
+    std::atomic<bool> shutting_down{false};
+    handlers::debug_options dopts;
+    net::parse_prefix_list(cfg.debug_allow, dopts.allow, nullptr);  // validated by config::load
+    dopts.cmdline = argv_copy;
+    dopts.shutting_down = &shutting_down;
+    dopts.servers.push_back(&srv);
+    http::serve_mux debug_mux;
+    std::unique_ptr<http::server> debug_srv;
+    if (!cfg.debug_listen.empty()) {
+      debug_srv = std::make_unique<http::server>(debug_mux.as_handler(), server_options_from(cfg, access));
+      dopts.servers.push_back(debug_srv.get());
+    }
+    handlers::debug_endpoints debug(std::move(dopts));
+    debug.register_routes(debug_srv ? debug_mux : mux);
+
     auto [ln, lerr] = net::listen(cfg.listen, net::listen_options{.reuse_port = cfg.reuse_port});
     if (lerr) {
       spdlog::error("weftd: listen {}: {}", cfg.listen, lerr.message());
       rc = 1;
       return;
+    }
+    net::listener debug_ln;
+    if (debug_srv) {
+      auto [dl, derr] = net::listen(cfg.debug_listen);
+      if (derr) {
+        spdlog::error("weftd: listen {} (debug.listen): {}", cfg.debug_listen, derr.message());
+        ln.close();
+        rc = 1;
+        return;
+      }
+      debug_ln = dl;
     }
     std::error_code serr;
     int sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -182,6 +211,14 @@ int main(int argc, char** argv) {
       srv.serve(ln);
       serving.done();
     });
+    if (debug_srv) {
+      serving.add(1);
+      weft::go([&debug_srv, &serving, ln = debug_ln]() {
+        debug_srv->serve(ln);
+        serving.done();
+      });
+      spdlog::info("weftd: /debug and /metrics on {}", debug_ln.address());
+    }
     ready.store(true, std::memory_order_release);
     spdlog::info("weftd: serving on {} with {} procs", ln.address(), weft::max_procs());
 
@@ -216,9 +253,14 @@ int main(int argc, char** argv) {
         applied.max_header_bytes = next.cfg.max_header_bytes;
         applied.max_body_bytes = next.cfg.max_body_bytes;
         applied.route_timeouts = next.cfg.route_timeouts;
+        applied.debug_allow = next.cfg.debug_allow;
         cfg = applied;
         spdlog::set_level(spdlog::level::from_str(cfg.log_level));
         srv.set_options(server_options_from(cfg, access));  // an atomic swap, like Go's atomic.Value
+        if (debug_srv) debug_srv->set_options(server_options_from(cfg, access));
+        std::vector<net::ip_prefix> allow;
+        net::parse_prefix_list(cfg.debug_allow, allow, nullptr);
+        debug.set_allow(std::move(allow));
         spdlog::info("weftd: configuration reloaded");
         continue;
       }
@@ -229,9 +271,20 @@ int main(int argc, char** argv) {
       }
       draining = true;
       ready.store(false, std::memory_order_release);
+      shutting_down.store(true, std::memory_order_release);
       spdlog::info("weftd: {} received: draining (grace {})", strsignal(sig), config::format_duration(cfg.shutdown_grace));
-      weft::go([&srv, &drained, &sigs, grace = cfg.shutdown_grace] {
+      weft::go([&srv, &debug_srv, &drained, &sigs, grace = cfg.shutdown_grace] {
+        wait_group both;
+        if (debug_srv) {
+          // The debug listener drains alongside (a running CPU profile ends with it).
+          both.add(1);
+          weft::go([&debug_srv, &both, grace] {
+            debug_srv->shutdown(grace);
+            both.done();
+          });
+        }
         srv.shutdown(grace);
+        both.wait();
         drained.close();
         sigs->close();  // ends the signal loop
       });

@@ -52,6 +52,11 @@ struct alignas(64) g {
   g* sched_link = nullptr;           // run queue / free list link (owner-protected)
   g* all_next = nullptr;             // allgs registry, guarded by allg_lock
   g* all_prev = nullptr;
+  // Scheduling latency sampling (trace.cc): every 8th runnable transition stamps
+  // runnable_since; execute() records the wait and clears it. Owner-protected, like
+  // sched_link: the run queue's publication orders the stamp before the read.
+  int64_t runnable_since = 0;
+  uint8_t sched_seq = 0;
 
   // Stack: usable range [stack_lo, stack_hi); stack_hi is this G's address.
   char* stack_lo = nullptr;

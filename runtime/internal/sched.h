@@ -21,6 +21,11 @@ inline constexpr uint32_t kRunqSize = 256;
 // goroutines that keep waking each other cannot starve the rest of the queue.
 inline constexpr int kInheritCap = 8;
 inline constexpr int64_t kForcePreemptNs = 10'000'000;  // Go's forcePreemptNS
+// Scheduling latency histogram: bucket k counts waits <= 1 us * 2^k (k < 24, up to
+// ~8.4 s); the last bucket is +Inf (trace.cc, weft::sched_stats).
+inline constexpr int kLatencyBuckets = 25;
+// Frames kept of the code that created an M (threadcreate profile).
+inline constexpr int kCreateStackDepth = 32;
 
 enum class pstatus : uint32_t { idle, running, syscall };
 
@@ -58,6 +63,11 @@ struct alignas(64) p {
   int64_t sm_schedwhen = 0;
   uint32_t sm_syscalltick = 0;
   int64_t sm_syscallwhen = 0;
+
+  // Statistics (owner writes with load+store, anyone reads; trace.cc sums them).
+  alignas(64) std::atomic<uint64_t> ncreated{0};  // goroutines spawned on this P
+  std::atomic<int64_t> lat_sum_ns{0};             // sampled scheduling latencies
+  std::atomic<uint64_t> lat_count[kLatencyBuckets]{};  // per bucket, not cumulative
 };
 
 struct m {
@@ -79,6 +89,12 @@ struct m {
   void* g0_fake_stack = nullptr;
   void* tsan_g0 = nullptr;
   void* altstack = nullptr;
+
+  // Return addresses of whoever created this M, innermost first (written before the
+  // M is in allm; read under sched.mu).
+  uintptr_t create_stack[kCreateStackDepth] = {};
+  int32_t create_depth = 0;
+  std::atomic<bool> in_blocking{false};  // inside a blocking() call (stats)
 };
 
 struct sched_t {
@@ -119,6 +135,7 @@ struct sched_t {
   std::atomic<bool> stopping{false};
   std::atomic<uint64_t> goidgen{1};
   std::atomic<int64_t> foreign_gcount{0};  // spawned/exited with no P
+  std::atomic<uint64_t> foreign_created{0}; // goroutines spawned with no P (stats)
   int max_threads = 10000;
   std::size_t stack_class = 0;             // default stack size class
   int schedtrace_ms = 0;
