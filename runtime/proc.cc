@@ -1140,7 +1140,10 @@ bool runtime_active() { return sched.running.load(std::memory_order_acquire); }
 
 void blocking_call(void (*fn)(void*), void* arg) {
   g* gp = getg();
-  if (!gp) {
+  // Outside a goroutine, or nested in a blocking call (already on g0 without a P
+  // held for us): just call.
+  m* mp = getm();
+  if (!gp || (mp && mp->in_blocking.load(std::memory_order_relaxed))) {
     fn(arg);
     return;
   }

@@ -139,7 +139,8 @@ int max_procs();
 // Runs fn, which may block the OS thread, while its P serves other goroutines
 // (Go's entersyscall/exitsyscall). fn runs on the thread's own stack, so deep C
 // libraries are safe there. Exceptions propagate to the caller. Outside a goroutine,
-// fn is simply called.
+// or inside another blocking() call, fn is simply called. fn must not park (no channel
+// operations, no weft::mutex): it runs without a P.
 template <class F>
 auto blocking(F&& fn) -> std::invoke_result_t<F&> {
   using R = std::invoke_result_t<F&>;

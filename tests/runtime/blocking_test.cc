@@ -90,6 +90,21 @@ TEST(Blocking, RunsOnTheThreadStackWithRoomForDeepCalls) {
   });
 }
 
+TEST(Blocking, NestedCallsRunInPlaceOnTheThreadStack) {
+  run_checked([] {
+    int depth = blocking([] {
+      return blocking([] {
+        volatile char buf[1 << 20];  // still on the thread stack
+        buf[0] = 1;
+        buf[sizeof(buf) - 1] = 2;
+        return buf[0] + buf[sizeof(buf) - 1];
+      });
+    });
+    EXPECT_EQ(depth, 3);
+    EXPECT_THROW(blocking([] { blocking([] { throw std::runtime_error("inner"); }); }), std::runtime_error);
+  });
+}
+
 TEST(Blocking, OutsideAGoroutineJustCallsFn) {
   EXPECT_EQ(blocking([] { return 5; }), 5);
 }
