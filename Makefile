@@ -64,6 +64,9 @@ test-tsan: deps $(BUILD)/tsan/CMakeCache.txt
 
 bench: build
 	./bench/run_benchmarks.sh $(BUILD)/release
+	./bench/echo_bench.sh $(BUILD)/release
+	./bench/http_bench.sh $(BUILD)/release
+	./bench/pprof_bench.sh $(BUILD)/release
 
 clean:
 	rm -rf $(BUILD)

@@ -9,18 +9,8 @@ cd "$(dirname "$0")/.."
 build=${1:-build/release}
 secs=${SECS:-10}
 idle_n=${IDLE_CONNS:-10000}
-out=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$out"' EXIT
-export GOCACHE=${GOCACHE:-$PWD/$build/go-cache}
-mkdir -p "$build/peers"
-go build -o "$build/peers/go_http" ./bench/peers/go_http/main.go || exit 1
-ulimit -n 20000 2>/dev/null || true
-
-wait_up() {  # URL
-  for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done
-  echo "server at $1 did not come up" >&2
-  return 1
-}
+. bench/common.sh
+go_peer go_http || exit 1
 
 to_ms() {  # wrk latency like 1.23ms / 512.00us / 1.02s
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'

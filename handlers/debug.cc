@@ -130,12 +130,6 @@ const named_profile kProfiles[] = {
      threadcreate_profile, [](const profile& p) { return format_count_profile_text("threadcreate", p); }},
 };
 
-int64_t sample_total(const profile& p) {
-  int64_t n = 0;
-  for (const auto& s : p.samples) n += s.values.empty() ? 0 : s.values[0];
-  return n;
-}
-
 void serve_named(const named_profile& np, response_writer& w, request& r) {
   int64_t debug = 0, seconds = 0;
   bool has_debug = false, has_seconds = false;

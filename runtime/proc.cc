@@ -1081,11 +1081,10 @@ void discard_g(g* gp) {
   gfput(mp ? mp->pp : nullptr, gp);
 }
 
-void start_g(g* gp, const task_ops* ops) {
+void start_g(g* gp, const task_ops* ops, uintptr_t create_pc) {
   // id, parent_id and create_pc are stored atomically: a goroutine dump (snapshot_all)
   // may read them from this G's previous life while we reuse it.
-  std::atomic_ref<uintptr_t>(gp->create_pc)
-      .store(reinterpret_cast<uintptr_t>(__builtin_return_address(0)), std::memory_order_relaxed);
+  std::atomic_ref<uintptr_t>(gp->create_pc).store(create_pc, std::memory_order_relaxed);
   if (!sched.running.load(std::memory_order_acquire)) throw_("go: runtime is not running");
   gp->ops = ops;
   g* cur = getg();

@@ -68,7 +68,8 @@ struct spawn_slot {
 };
 spawn_slot prepare_g(std::size_t stack_size, std::size_t fn_size, std::size_t fn_align);
 void discard_g(g* gp);                        // construction of the callable threw
-[[gnu::noinline]] void start_g(g* gp, const task_ops* ops);  // records the caller as creator
+// create_pc: a return address in the function that called go() ("created by").
+void start_g(g* gp, const task_ops* ops, uintptr_t create_pc);
 void configure(const options& opts);          // applies options before the main G is built
 void run_main(g* gp, const options& opts);    // blocks until the main goroutine returns
 bool runtime_active();
@@ -105,16 +106,22 @@ void run(F&& fn, const options& opts = {}) {
 
 // Spawns a goroutine running fn. Must be called while the runtime runs (from a goroutine
 // or a runtime callback). An exception escaping fn is a panic: the process exits 2.
+//
+// go() is a real call, never inlined, so that its return address is in the caller on
+// the line of the go() call: that is the "created by" site of dumps, profiles and
+// traces (an address inside an inlined go() maps to this header in some builds).
 template <class F>
-[[gnu::always_inline]] inline void go(F&& fn) {
+[[gnu::noinline]] void go(F&& fn) {
   detail::g* gp = detail::construct_g(0, std::forward<F>(fn));
-  detail::start_g(gp, &detail::task_impl<std::decay_t<F>>::ops);
+  detail::start_g(gp, &detail::task_impl<std::decay_t<F>>::ops,
+                  reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
 }
 
 template <class F>
-[[gnu::always_inline]] inline void go(const spawn_options& so, F&& fn) {
+[[gnu::noinline]] void go(const spawn_options& so, F&& fn) {
   detail::g* gp = detail::construct_g(so.stack_size, std::forward<F>(fn));
-  detail::start_g(gp, &detail::task_impl<std::decay_t<F>>::ops);
+  detail::start_g(gp, &detail::task_impl<std::decay_t<F>>::ops,
+                  reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
 }
 
 // Gives up the P: the caller goes to the back of its P's run queue (Go's Gosched).

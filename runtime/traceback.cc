@@ -20,14 +20,15 @@
 
 #include <algorithm>
 #include <chrono>
-#include <map>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <map>
 #include <ostream>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "runtime/internal/sched.h"
@@ -131,8 +132,9 @@ bool is_goroutine_entry(uintptr_t ret) {
   return si.entry != 0 && si.entry == g_entry_address();
 }
 
-// "created by F in goroutine N": F is the function holding the go() call, which is
-// always inlined into it, and the line is the call's.
+// "created by F in goroutine N": create_pc is go()'s return address, so F is the
+// function holding the go() call (innermost, when it was itself inlined) and the line is
+// the call's.
 void append_created_by(std::string& out, uintptr_t create_pc, uint64_t parent_id) {
   if (!create_pc) return;
   std::vector<symbol_info> frames = symbolize_frames(create_pc - 1);
@@ -404,9 +406,21 @@ profile goroutine_profile() {
   if (!detail::snapshot_all(snaps, detail::getg(), -1, /*want_labels=*/true)) return p;
   // One sample per distinct stack (the encoder and the text writer group them further).
   std::map<std::pair<std::vector<uintptr_t>, label_set>, int64_t> counts;
+  std::unordered_map<uintptr_t, bool> entry_frame;  // pc -> is the goroutine's entry plumbing
   for (auto& s : snaps) {
     std::vector<uintptr_t> stack = std::move(s.pcs);
-    if (s.create_pc) stack.push_back(s.create_pc);  // where it was started
+    // As in the dump: the stack ends below the entry plumbing (g_entry, make_fcontext);
+    // where it was started (go()'s return address) stands in for it, as Go's profiles
+    // end in the creating function.
+    for (std::size_t i = 0; i < stack.size(); i++) {
+      auto [it, fresh] = entry_frame.try_emplace(stack[i]);
+      if (fresh) it->second = detail::is_goroutine_entry(stack[i]);
+      if (it->second) {
+        stack.resize(i);
+        break;
+      }
+    }
+    if (s.create_pc) stack.push_back(s.create_pc);
     label_set labels;
     if (s.labels) {
       labels = static_cast<detail::label_node*>(s.labels)->labels;
@@ -419,7 +433,12 @@ profile goroutine_profile() {
     profile_sample smp;
     smp.stack = key.first;
     smp.values = {n};
-    for (const auto& [k, v] : key.second) smp.labels.push_back(profile_label{k, v});
+    for (const auto& [k, v] : key.second) {
+      profile_label l;
+      l.key = k;
+      l.str = v;
+      smp.labels.push_back(std::move(l));
+    }
     p.samples.push_back(std::move(smp));
   }
   return p;

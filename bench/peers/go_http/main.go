@@ -1,5 +1,5 @@
-// The Go net/http peer of weftd: the same routes with the same semantics, on the
-// default ServeMux and net/http's defaults. Run with GOMAXPROCS=2.
+// The Go net/http peer of weftd: the same routes with the same semantics, on an
+// http.ServeMux with net/http defaults, plus net/http/pprof handlers. Run with GOMAXPROCS=2.
 //
 //	go_http -listen 127.0.0.1:8081
 package main
@@ -13,6 +13,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 )
@@ -68,6 +69,9 @@ func main() {
 		fmt.Fprintf(w, "%d\n", cpuWork(n))
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	// As weftd serves /debug/pprof (bench/pprof_bench.sh measures both under load).
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)

@@ -1,0 +1,34 @@
+# Sourced by the bench/*.sh scripts, from the repository root:
+#   build=${1:-build/release}; . bench/common.sh
+# Gives a scratch directory $out (removed, and background jobs killed, on exit), the Go
+# build cache under the build directory, and the helpers below.
+out=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$out"' EXIT
+export GOCACHE=${GOCACHE:-$PWD/$build/go-cache}
+mkdir -p "$build/peers"
+ulimit -n 20000 2>/dev/null || true
+
+# go_peer NAME: builds bench/peers/NAME/main.go into $build/peers/NAME.
+go_peer() { go build -o "$build/peers/$1" "./bench/peers/$1/main.go"; }
+
+# wait_up URL: waits until an HTTP server answers (10 s at most).
+wait_up() {
+  for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done
+  echo "server at $1 did not come up" >&2
+  return 1
+}
+
+# median_figures FILE...: `name value unit` lines from several rounds -> one line per
+# name (its median), in first-seen order; `procs` lines are dropped.
+median_figures() {
+  cat "$@" | awk '$1 != "procs" { v[$1] = v[$1] " " $2; u[$1] = $3; if (!($1 in seen)) { seen[$1] = 1; order[n++] = $1 } }
+    END { for (i = 0; i < n; i++) { k = order[i]; m = split(substr(v[k], 2), a, " ");
+            for (x = 1; x <= m; x++) for (y = x + 1; y <= m; y++) if (a[y] + 0 < a[x] + 0) { t = a[x]; a[x] = a[y]; a[y] = t }
+            printf "%s %s %s\n", k, a[int((m + 1) / 2)], u[k] } }'
+}
+
+# ratios FILE_A FILE_B LABEL: `ratio NAME LABEL A/B` for every figure in both files.
+ratios() {
+  awk -v label="$3" 'NR==FNR { if ($1 != "procs") a[$1] = $2; next }
+       ($1 in a) && $2 > 0 { printf "ratio %s %s %.3f\n", $1, label, a[$1] / $2 }' "$1" "$2"
+}
