@@ -152,6 +152,7 @@ void apply_file(applier& a, const std::string& path) {
     else if (key == "access_log.format") a.format(key, v);
     else if (key == "debug.listen") a.c.debug_listen = v;
     else if (key == "debug.allow") a.c.debug_allow = v;
+    else if (key == "debug.mem_profile_rate") a.u64(key, v, a.c.mem_profile_rate, 0, 1ull << 40);
     else a.fail(key, "unknown setting");
   };
   for (auto&& [k, n] : t) {
@@ -194,6 +195,8 @@ void apply_env(applier& a, const char* (*env)(const char*)) {
   if (auto v = get("WEFTD_ACCESS_LOG_FORMAT")) a.format("WEFTD_ACCESS_LOG_FORMAT", *v);
   if (auto v = get("WEFTD_DEBUG_LISTEN")) a.c.debug_listen = *v;
   if (auto v = get("WEFTD_DEBUG_ALLOW")) a.c.debug_allow = *v;
+  if (auto v = get("WEFTD_DEBUG_MEM_PROFILE_RATE"))
+    a.u64("WEFTD_DEBUG_MEM_PROFILE_RATE", *v, a.c.mem_profile_rate, 0, 1ull << 40);
 }
 
 void apply_flags(applier& a, const flag_values& f) {
@@ -212,6 +215,10 @@ void apply_flags(applier& a, const flag_values& f) {
   if (f.reuse_port) a.c.reuse_port = *f.reuse_port;
   if (f.debug_listen) a.c.debug_listen = *f.debug_listen;
   if (f.debug_allow) a.c.debug_allow = *f.debug_allow;
+  if (f.mem_profile_rate) {
+    if (*f.mem_profile_rate > (1ull << 40)) a.fail("--mem-profile-rate", "must be between 0 and 1099511627776");
+    else a.c.mem_profile_rate = *f.mem_profile_rate;
+  }
 }
 
 const char* real_env(const char* name) { return std::getenv(name); }
@@ -266,7 +273,8 @@ std::string to_toml(const weftd_config& c) {
   o << "format = " << q(c.access_log_format) << "\n\n";
   o << "[debug]\n";
   o << "listen = " << q(c.debug_listen) << "\n";
-  o << "allow = " << q(c.debug_allow) << "\n\n";
+  o << "allow = " << q(c.debug_allow) << "\n";
+  o << "mem_profile_rate = " << c.mem_profile_rate << "\n\n";
   o << "[route_timeouts]\n";
   for (const auto& [k, v] : c.route_timeouts) o << q(k) << " = " << q(format_duration(v)) << "\n";
   return o.str();

@@ -21,16 +21,22 @@
 //   format = "text"                # text or json
 //   [route_timeouts]
 //   "GET /sleep" = "2s"            # per route (serve_mux pattern), shortens the deadline
+//   [debug]
+//   listen = ""                    # own HOST:PORT for /debug and /metrics ("": the main one)
+//   allow = "127.0.0.0/8,::1/128"  # CIDRs that may reach them (others get 403)
+//   mem_profile_rate = 524288      # heap profile: a sample per this many bytes; 0 is off
 //
 // Environment: WEFTD_LISTEN, WEFTD_MAX_PROCS, WEFTD_LOG_LEVEL, WEFTD_SHUTDOWN_GRACE,
 // WEFTD_REUSE_PORT, WEFTD_READ_HEADER_TIMEOUT, WEFTD_READ_TIMEOUT, WEFTD_WRITE_TIMEOUT,
 // WEFTD_IDLE_TIMEOUT, WEFTD_HANDLER_TIMEOUT, WEFTD_MAX_HEADER_BYTES, WEFTD_MAX_BODY_BYTES,
-// WEFTD_ACCESS_LOG, WEFTD_ACCESS_LOG_FORMAT.
+// WEFTD_ACCESS_LOG, WEFTD_ACCESS_LOG_FORMAT, WEFTD_DEBUG_LISTEN, WEFTD_DEBUG_ALLOW,
+// WEFTD_DEBUG_MEM_PROFILE_RATE.
 //
 // Every layer is validated; an error names the key as its source spells it ("http.
 // idle_timeout", "WEFTD_LISTEN", "--max-procs") and what is wrong with it.
 // On SIGHUP weftd reloads the file and the environment (flags still win) and applies what
-// can change at run time: the log level, the timeouts and limits, the route timeouts.
+// can change at run time: the log level, the timeouts and limits, the route timeouts,
+// debug.allow and debug.mem_profile_rate.
 #pragma once
 
 #include <chrono>
@@ -67,6 +73,7 @@ struct weftd_config {
   // Debug endpoints (/debug/*): who may reach them.
   std::string debug_listen;               // "" : served on the main listener
   std::string debug_allow = "127.0.0.0/8,::1/128";  // CIDRs, comma separated
+  uint64_t mem_profile_rate = 512 * 1024;  // bytes per heap-profile sample; 0: off
 
   // True if the two differ in a setting that only a restart can change.
   bool needs_restart_to_become(const weftd_config& next) const;
@@ -86,6 +93,7 @@ struct flag_values {
   std::optional<bool> reuse_port;
   std::optional<std::string> debug_listen;
   std::optional<std::string> debug_allow;
+  std::optional<uint64_t> mem_profile_rate;
 };
 
 struct load_error {

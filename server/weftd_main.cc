@@ -35,6 +35,7 @@
 #include "netpoll/net.h"
 #include "runtime/chan.h"
 #include "runtime/wait_group.h"
+#include "runtime/heap_profile.h"
 #include "runtime/runtime.h"
 #include "server/http.h"
 #include "server/serve_mux.h"
@@ -87,6 +88,7 @@ int main(int argc, char** argv) {
   bool print_config = false;
   std::string listen, access_log, access_log_format, log_level, grace, rht, idle, handler_timeout, debug_listen, debug_allow;
   int max_procs = 0;
+  uint64_t mem_profile_rate = 0;
   bool reuse_port = false;
   app.add_option("--config", config_file, "TOML configuration file")->check(CLI::ExistingFile);
   app.add_option("--listen", listen, "HOST:PORT to serve on (default 127.0.0.1:8080)");
@@ -101,6 +103,8 @@ int main(int argc, char** argv) {
   app.add_flag("--reuse-port", reuse_port, "SO_REUSEPORT: several weftd processes share the port");
   app.add_option("--debug-listen", debug_listen, "separate HOST:PORT for /debug endpoints");
   app.add_option("--debug-allow", debug_allow, "CIDRs allowed to reach /debug (default loopback)");
+  app.add_option("--mem-profile-rate", mem_profile_rate,
+                 "heap profile: one sample per N bytes allocated, 0 off (default 524288)");
   app.add_flag("--print-config", print_config, "print the effective configuration (TOML) and exit");
   CLI11_PARSE(app, argc, argv);
   const std::vector<std::string> argv_copy(argv, argv + argc);
@@ -118,6 +122,7 @@ int main(int argc, char** argv) {
   if (app.count("--reuse-port")) flags.reuse_port = reuse_port;
   if (app.count("--debug-listen")) flags.debug_listen = debug_listen;
   if (app.count("--debug-allow")) flags.debug_allow = debug_allow;
+  if (app.count("--mem-profile-rate")) flags.mem_profile_rate = mem_profile_rate;
 
   auto loaded = config::load(config_file, flags);
   if (loaded.err) {
@@ -152,6 +157,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   int rc = 0;
+  weft::set_mem_profile_rate(static_cast<int64_t>(cfg.mem_profile_rate));
   weft::run([&] {
     std::atomic<bool> ready{false};
     http::serve_mux mux;
@@ -254,7 +260,9 @@ int main(int argc, char** argv) {
         applied.max_body_bytes = next.cfg.max_body_bytes;
         applied.route_timeouts = next.cfg.route_timeouts;
         applied.debug_allow = next.cfg.debug_allow;
+        applied.mem_profile_rate = next.cfg.mem_profile_rate;
         cfg = applied;
+        weft::set_mem_profile_rate(static_cast<int64_t>(cfg.mem_profile_rate));
         spdlog::set_level(spdlog::level::from_str(cfg.log_level));
         srv.set_options(server_options_from(cfg, access));  // an atomic swap, like Go's atomic.Value
         if (debug_srv) debug_srv->set_options(server_options_from(cfg, access));

@@ -176,7 +176,8 @@ TEST(Weftd, ConfigPrecedenceIsFlagsThenEnvironmentThenFile) {
     std::ofstream f(file);
     f << "log_level = \"warn\"\nshutdown_grace = \"7s\"\n[http]\nidle_timeout = \"11s\"\nhandler_timeout = \"12s\"\n";
   }
-  std::string cmd = std::string("WEFTD_SHUTDOWN_GRACE=8s WEFTD_IDLE_TIMEOUT=21s ") + WEFTD_BIN + " --config " + file +
+  std::string cmd = std::string("WEFTD_SHUTDOWN_GRACE=8s WEFTD_IDLE_TIMEOUT=21s WEFTD_DEBUG_MEM_PROFILE_RATE=4096 ") +
+                    WEFTD_BIN + " --config " + file +
                     " --idle-timeout 31s --print-config";
   int status = -1;
   std::string out = run_cmd(cmd, &status);
@@ -186,6 +187,7 @@ TEST(Weftd, ConfigPrecedenceIsFlagsThenEnvironmentThenFile) {
   EXPECT_NE(out.find("idle_timeout = \"31s\""), std::string::npos) << out;      // flag over env
   EXPECT_NE(out.find("handler_timeout = \"12s\""), std::string::npos) << out;   // file
   EXPECT_NE(out.find("listen = \"127.0.0.1:8080\""), std::string::npos) << out; // default
+  EXPECT_NE(out.find("mem_profile_rate = 4096"), std::string::npos) << out;     // env
   unlink(file.c_str());
 }
 
@@ -204,6 +206,7 @@ TEST(Weftd, InvalidSettingsNameTheKeyAndExitTwo) {
       {std::string("WEFTD_MAX_PROCS=lots ") + WEFTD_BIN + " --print-config", "WEFTD_MAX_PROCS"},
       {std::string(WEFTD_BIN) + " --config " + file + " --print-config", "http.idle_timeout"},
       {std::string(WEFTD_BIN) + " --log-level loud --print-config", "--log-level"},
+      {std::string("WEFTD_DEBUG_MEM_PROFILE_RATE=lots ") + WEFTD_BIN + " --print-config", "WEFTD_DEBUG_MEM_PROFILE_RATE"},
   };
   for (const auto& c : cases) {
     int status = -1;
