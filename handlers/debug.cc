@@ -72,6 +72,11 @@ bool int_param(const request& r, std::string_view key, int64_t& out, bool& prese
   return ec == std::errc() && p == v.data() + v.size();
 }
 
+// Longer windows are refused (a profile that long is a mistake, and the deadline
+// arithmetic must not overflow).
+constexpr int64_t kMaxProfileSeconds = 3600;
+constexpr const char* kTooLong = "profile duration exceeds 3600 seconds";
+
 // Waits d or until the request's context ends (client gone, shutdown). True if the
 // whole time passed.
 bool wait_or_done(request& r, std::chrono::nanoseconds d) {
@@ -81,26 +86,45 @@ bool wait_or_done(request& r, std::chrono::nanoseconds d) {
   return weft::select(weft::case_recv(weft::after(d), t), weft::case_recv(done, m)) == 0;
 }
 
-// p1 - p0, sample by sample (same stack and labels): Go's delta profiles.
+// p1 - p0, sample by sample, as Go's delta profiles (p0 scaled by -1, merged with p1):
+// samples match on stack and string labels (numeric ones, like the heap profile's
+// average "bytes", drift and are taken from p1); a sample only in p0 stays, negated
+// (goroutines that ended in the window); all-zero samples go.
 profile delta(const profile& p0, profile p1) {
   auto key = [](const profile_sample& s) {
     std::string k(reinterpret_cast<const char*>(s.stack.data()), s.stack.size() * sizeof(uintptr_t));
-    for (const auto& l : s.labels) k += "\x01" + l.key + "\x02" + l.str + "\x03" + std::to_string(l.num);
+    for (const auto& l : s.labels)
+      if (!l.is_num) k += "\x01" + l.key + "\x02" + l.str;
     return k;
   };
-  std::map<std::string, const profile_sample*> before;
-  for (const auto& s : p0.samples) before[key(s)] = &s;
+  std::map<std::string, std::pair<const profile_sample*, bool>> before;  // -> (sample, matched)
+  for (const auto& s : p0.samples) {
+    auto [it, fresh] = before.try_emplace(key(s), &s, false);
+    if (!fresh) it->second.first = nullptr;  // not unique in p0: cannot happen for our profiles
+  }
+  auto nonzero = [](const profile_sample& s) {
+    for (int64_t v : s.values)
+      if (v != 0) return true;
+    return false;
+  };
   std::vector<profile_sample> out;
   for (auto& s : p1.samples) {
-    if (auto it = before.find(key(s)); it != before.end())
-      for (std::size_t i = 0; i < s.values.size() && i < it->second->values.size(); i++) s.values[i] -= it->second->values[i];
-    bool any = false;
-    for (int64_t v : s.values) any |= v != 0;
-    if (any) out.push_back(std::move(s));
+    if (auto it = before.find(key(s)); it != before.end() && it->second.first) {
+      const profile_sample& b = *it->second.first;
+      for (std::size_t i = 0; i < s.values.size() && i < b.values.size(); i++) s.values[i] -= b.values[i];
+      it->second.second = true;
+    }
+    if (nonzero(s)) out.push_back(std::move(s));
+  }
+  for (const auto& s : p0.samples) {
+    auto it = before.find(key(s));
+    if (it == before.end() || it->second.second || it->second.first != &s) continue;
+    profile_sample neg = s;
+    for (int64_t& v : neg.values) v = -v;
+    if (nonzero(neg)) out.push_back(std::move(neg));
   }
   p1.samples = std::move(out);
   p1.duration_nanos = p1.time_nanos - p0.time_nanos;
-  p1.time_nanos = p0.time_nanos;
   return p1;
 }
 
@@ -136,6 +160,7 @@ void serve_named(const named_profile& np, response_writer& w, request& r) {
   if (!int_param(r, "debug", debug, has_debug)) return pprof_error(w, 400, "Bad debug parameter");
   if (!int_param(r, "seconds", seconds, has_seconds) || (has_seconds && seconds <= 0))
     return pprof_error(w, 400, "invalid value for \"seconds\" - must be a positive integer");
+  if (seconds > kMaxProfileSeconds) return pprof_error(w, 400, kTooLong);
   if (has_seconds && debug != 0) return pprof_error(w, 400, "seconds and debug params are incompatible");
   if (std::string_view(np.name) == "block" || std::string_view(np.name) == "mutex") {
     int64_t rate = 0;
@@ -157,9 +182,14 @@ void serve_named(const named_profile& np, response_writer& w, request& r) {
   // heavy work runs on the thread's stack, through blocking().
   profile p;
   if (has_seconds) {
-    r.extend_deadline(http::clock::now() + std::chrono::seconds(seconds) + std::chrono::seconds(10));
+    if (!r.extend_deadline(http::clock::now() + std::chrono::seconds(seconds) + std::chrono::seconds(10)))
+      return pprof_error(w, 400, "profile duration exceeds the request's deadline");
     profile p0 = weft::blocking([&] { return np.collect(); });
-    if (!wait_or_done(r, std::chrono::seconds(seconds))) return pprof_error(w, 500, "profile collection cancelled");
+    if (!wait_or_done(r, std::chrono::seconds(seconds))) {
+      // As Go: 408 when the request's deadline ended the window, else 500.
+      bool timed_out = r.ctx().err() == context_errc::deadline_exceeded;
+      return pprof_error(w, timed_out ? 408 : 500, "profile collection cancelled");
+    }
     p = weft::blocking([&] { return delta(p0, np.collect()); });
   } else {
     p = weft::blocking([&] { return np.collect(); });
@@ -173,8 +203,10 @@ void serve_cpu_profile(response_writer& w, request& r) {
   int64_t seconds = 30;
   bool present = false;
   if (!int_param(r, "seconds", seconds, present) || seconds <= 0) seconds = 30;
+  if (seconds > kMaxProfileSeconds) return pprof_error(w, 400, kTooLong);
   // The profile streams for `seconds` by design: move the deadline out of its way.
-  r.extend_deadline(http::clock::now() + std::chrono::seconds(seconds) + std::chrono::seconds(10));
+  if (!r.extend_deadline(http::clock::now() + std::chrono::seconds(seconds) + std::chrono::seconds(10)))
+    return pprof_error(w, 400, "profile duration exceeds the request's deadline");
   if (auto err = start_cpu_profile(100))
     return pprof_error(w, 500, "Could not enable CPU profiling: " + err.message());
   bool full = wait_or_done(r, std::chrono::seconds(seconds));
@@ -189,10 +221,12 @@ void serve_trace(response_writer& w, request& r) {
   if (!v.empty()) {
     char* end = nullptr;
     seconds = std::strtod(v.c_str(), &end);
-    if (end != v.c_str() + v.size() || !(seconds > 0) || seconds > 3600) seconds = 1;
+    if (end != v.c_str() + v.size() || !(seconds > 0)) seconds = 1;  // as Go: bad means 1
+    if (seconds > kMaxProfileSeconds) return pprof_error(w, 400, kTooLong);
   }
   auto d = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(seconds));
-  r.extend_deadline(http::clock::now() + d + std::chrono::seconds(10));
+  if (!r.extend_deadline(http::clock::now() + d + std::chrono::seconds(10)))
+    return pprof_error(w, 400, "profile duration exceeds the request's deadline");
   if (auto err = start_trace()) return pprof_error(w, 500, "Could not enable tracing: " + err.message());
   bool full = wait_or_done(r, d);
   std::string json = weft::blocking([] { return stop_trace(); });
@@ -216,23 +250,27 @@ void serve_symbol(response_writer& w, request& r) {
       if (in.size() > (1 << 20)) return pprof_error(w, 413, "symbol request too large");
     }
   }
-  std::string out = "num_symbols: 1\n";
-  std::size_t i = 0;
-  while (i < in.size()) {
-    std::size_t j = in.find('+', i);
-    if (j == std::string::npos) j = in.size();
-    std::string_view tok(in.data() + i, j - i);
-    i = j + 1;
-    if (tok.size() > 2 && tok[0] == '0' && (tok[1] == 'x' || tok[1] == 'X')) tok.remove_prefix(2);
-    uintptr_t pc = 0;
-    auto [p, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), pc, 16);
-    if (tok.empty() || ec != std::errc() || p != tok.data() + tok.size()) continue;
-    symbol_info si = weft::blocking([pc] { return symbolize(pc); });
-    if (si.function.empty() || si.function == "?") continue;
-    char hex[32];
-    std::snprintf(hex, sizeof hex, "%#zx", static_cast<std::size_t>(pc));
-    out += std::string(hex) + " " + si.function + "\n";
-  }
+  // One trip to the thread stack for the whole list (libdw needs it).
+  std::string out = weft::blocking([&in] {
+    std::string o = "num_symbols: 1\n";
+    std::size_t i = 0;
+    while (i < in.size()) {
+      std::size_t j = in.find('+', i);
+      if (j == std::string::npos) j = in.size();
+      std::string_view tok(in.data() + i, j - i);
+      i = j + 1;
+      if (tok.size() > 2 && tok[0] == '0' && (tok[1] == 'x' || tok[1] == 'X')) tok.remove_prefix(2);
+      uintptr_t pc = 0;
+      auto [p, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), pc, 16);
+      if (tok.empty() || ec != std::errc() || p != tok.data() + tok.size()) continue;
+      symbol_info si = symbolize(pc);
+      if (si.function.empty() || si.function == "?") continue;
+      char hex[32];
+      std::snprintf(hex, sizeof hex, "%#zx", static_cast<std::size_t>(pc));
+      o += std::string(hex) + " " + si.function + "\n";
+    }
+    return o;
+  });
   send_text(w, out);
 }
 

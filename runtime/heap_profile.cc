@@ -335,7 +335,6 @@ struct text_ranges {
 };
 
 constinit std::atomic<text_ranges*> g_text{nullptr};
-constinit lock g_text_mu;
 
 int read_loader_counters(dl_phdr_info* info, std::size_t, void* arg) {
   auto* c = static_cast<uint64_t*>(arg);
@@ -365,23 +364,23 @@ int collect_text(dl_phdr_info* info, std::size_t, void* arg) {
 }
 
 bool is_text(uintptr_t pc) {
-  const text_ranges* t = g_text.load(std::memory_order_acquire);
+  text_ranges* t = g_text.load(std::memory_order_acquire);
   if (t && t->contains(pc)) return true;
   uint64_t c[2] = {0, 0};
   dl_iterate_phdr(read_loader_counters, c);
   if (t && t->adds == c[0] && t->subs == c[1]) return false;
-  {
-    lock_guard l(g_text_mu);
-    t = g_text.load(std::memory_order_relaxed);
-    if (t == nullptr || t->adds != c[0] || t->subs != c[1]) {
-      auto* fresh = static_cast<text_ranges*>(std::calloc(1, sizeof(text_ranges)));
-      if (fresh == nullptr) return false;
-      dl_iterate_phdr(collect_text, fresh);
-      g_text.store(fresh, std::memory_order_release);
-      t = fresh;
-    }
-  }
-  return t->contains(pc);
+  // Rebuild without holding a lock of ours across dl_iterate_phdr (it takes the loader
+  // lock, and a thread inside someone's dl_iterate_phdr callback may allocate and come
+  // here: a lock of ours around it would be taken in both orders). Racing rebuilders
+  // publish with a CAS; the loser frees its copy. A replaced table is never freed (a
+  // reader may still hold it): one per dlopen/dlclose.
+  auto* fresh = static_cast<text_ranges*>(std::calloc(1, sizeof(text_ranges)));
+  if (fresh == nullptr) return false;
+  dl_iterate_phdr(collect_text, fresh);
+  if (g_text.compare_exchange_strong(t, fresh, std::memory_order_acq_rel, std::memory_order_acquire))
+    return fresh->contains(pc);
+  std::free(fresh);
+  return t != nullptr && t->contains(pc);
 }
 
 void thread_stack(sampler_state& t) {

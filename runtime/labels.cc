@@ -9,6 +9,8 @@
 #include "runtime/labels.h"
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 
 #include "runtime/internal/sched.h"
 
@@ -60,8 +62,8 @@ void* swap_labels(g* gp, void* owned) {
 }  // namespace
 
 void label_release(void* node) {
-  if (!node) return;
   auto* n = static_cast<label_node*>(node);
+  if (!n || n->interned) return;
   if (n->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
     delete n;
     g_nodes_live.fetch_sub(1, std::memory_order_relaxed);
@@ -79,6 +81,22 @@ const label_set& label_ref::labels() const {
 
 label_ref make_label_ref(const label_set& labels) {
   return from_set(labels);
+}
+
+label_ref interned_label_ref(const label_set& labels) {
+  if (labels.empty()) return {};
+  label_set s = labels;
+  normalize(s);
+  static std::mutex mu;
+  static std::map<label_set, label_node*>* table = new std::map<label_set, label_node*>;  // never freed
+  std::lock_guard<std::mutex> l(mu);
+  auto [it, fresh] = table->try_emplace(s, nullptr);
+  if (fresh) {
+    it->second = new label_node();
+    it->second->labels = std::move(s);
+    it->second->interned = true;
+  }
+  return label_ref::adopt(it->second);
 }
 
 label_ref current_label_ref() {

@@ -16,9 +16,10 @@
 // increment); the reference is dropped when the goroutine ends. Labels of code outside
 // any goroutine (a plain thread) are always empty, and setting them there is a no-op.
 //
-// The node path for hot code (an HTTP server's per-route labels): make a label_ref once,
-// install it per request with label_scope. That costs two atomic operations and no
-// allocation; pprof_do allocates one node per call (it merges over the current labels).
+// The node path for hot code (an HTTP server's per-route labels): make an interned
+// label_ref once, install it per request with label_scope. That costs no allocation and
+// no atomic read-modify-write; pprof_do allocates one node per call (it merges over the
+// current labels).
 #pragma once
 
 #include <atomic>
@@ -36,12 +37,14 @@ namespace detail {
 struct label_node {
   std::atomic<int64_t> refs{1};
   label_set labels;  // sorted by key, keys unique; never changed after creation
+  bool interned = false;  // made by interned_label_ref: not counted, never freed
 };
 
 // Reference counting on g->labels values (null is a valid, empty node). acquire is
 // async-signal-safe (one atomic increment); release may delete the node.
 inline void* label_acquire(void* node) {
-  if (node) static_cast<label_node*>(node)->refs.fetch_add(1, std::memory_order_relaxed);
+  auto* n = static_cast<label_node*>(node);
+  if (n && !n->interned) n->refs.fetch_add(1, std::memory_order_relaxed);
   return node;
 }
 void label_release(void* node);
@@ -76,6 +79,12 @@ class label_ref {
 // A node holding `labels` sorted by key; for a repeated key the last value wins.
 // An empty set gives a null ref.
 label_ref make_label_ref(const label_set& labels);
+
+// The one node for `labels`, shared by every caller asking for the same set and never
+// freed (a process-wide table): its references are not counted, so installing it costs
+// no atomic read-modify-write on a line that every core would fight over. For label
+// sets installed on a hot path from a small, fixed vocabulary (an HTTP route pattern).
+label_ref interned_label_ref(const label_set& labels);
 
 // The calling goroutine's current node (a new reference; null outside a goroutine).
 label_ref current_label_ref();

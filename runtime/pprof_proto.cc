@@ -45,6 +45,7 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "runtime/runtime.h"
 #include "runtime/symbolize.h"
 
 namespace weft {
@@ -618,7 +619,7 @@ int64_t avg_size_label(const profile_sample& s) {
 
 // ---------------------------------------------------------------------------------------
 
-std::string encode_pprof(const profile& p) {
+static std::string encode_pprof_here(const profile& p) {
   check_values(p);
 
   string_table strings;
@@ -757,7 +758,7 @@ std::string encode_pprof(const profile& p) {
   return gzip(body + tail.data());
 }
 
-std::string format_count_profile_text(std::string_view name, const profile& p) {
+static std::string format_count_profile_text_here(std::string_view name, const profile& p) {
   // Group by stack and labels, as the key Go builds: "@ 0x.. 0x..[\n# labels: {...}]".
   struct group {
     int64_t count = 0;
@@ -791,7 +792,7 @@ std::string format_count_profile_text(std::string_view name, const profile& p) {
   return tab_aligner(text).str();
 }
 
-std::string format_heap_profile_text(const profile& p, int64_t sample_rate) {
+static std::string format_heap_profile_text_here(const profile& p, int64_t sample_rate) {
   int alloc_objects = find_type(p, "alloc_objects", 0),
       alloc_space = find_type(p, "alloc_space", 1);
   int inuse_objects = find_type(p, "inuse_objects", 2),
@@ -831,7 +832,7 @@ std::string format_heap_profile_text(const profile& p, int64_t sample_rate) {
   return tab_aligner(text).str();
 }
 
-std::string format_contention_profile_text(std::string_view name, const profile& p,
+static std::string format_contention_profile_text_here(std::string_view name, const profile& p,
                                            int64_t sampling_period) {
   // Nanoseconds are printed as cycles at 1 GHz, so pprof's cycles-to-ns conversion is
   // the identity. pprof multiplies mutex records by the sampling period; the profile's
@@ -858,6 +859,25 @@ std::string format_contention_profile_text(std::string_view name, const profile&
     stack_record_text(p, p.samples[i].stack, text);
   }
   return tab_aligner(text).str();
+}
+
+// The public entry points run on the thread stack (symbolization and zlib recurse
+// deeply): inside blocking() when called on a goroutine.
+std::string encode_pprof(const profile& p) {
+  return blocking([&] { return encode_pprof_here(p); });
+}
+
+std::string format_count_profile_text(std::string_view name, const profile& p) {
+  return blocking([&] { return format_count_profile_text_here(name, p); });
+}
+
+std::string format_heap_profile_text(const profile& p, int64_t sample_rate) {
+  return blocking([&] { return format_heap_profile_text_here(p, sample_rate); });
+}
+
+std::string format_contention_profile_text(std::string_view name, const profile& p,
+                                           int64_t sampling_period) {
+  return blocking([&] { return format_contention_profile_text_here(name, p, sampling_period); });
 }
 
 }  // namespace weft

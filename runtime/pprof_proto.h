@@ -51,7 +51,9 @@ struct profile {
 };
 
 // profile.proto, gzip-compressed. Throws std::invalid_argument when a sample's value
-// count does not match sample_types (pprof would reject the profile).
+// count does not match sample_types (pprof would reject the profile). This and the text
+// formatters below symbolize (libdw) and compress: called on a goroutine, they move to
+// the thread stack through blocking().
 std::string encode_pprof(const profile& p);
 //
 // Mappings: every executable, file-backed region of /proc/self/maps (the executable

@@ -219,8 +219,11 @@ bool snapshot_all(std::vector<g_snapshot>& out, g* self, int lock_tries, bool wa
       s.walked = s.status != gstatus::running;
       if (s.walked) {
         walk_parked(x, s.pcs);
-        // Parked (and kept parked by `tracing`): its labels cannot change under us.
-        if (want_labels) s.labels = label_acquire(std::atomic_ref<void*>(x->labels).load(std::memory_order_relaxed));
+        // Parked or queued (and kept so by `tracing`): its labels cannot change under
+        // us. One in a blocking() call is still running its function, which may set
+        // labels: it is counted without them.
+        if (want_labels && s.status != gstatus::syscall)
+          s.labels = label_acquire(std::atomic_ref<void*>(x->labels).load(std::memory_order_relaxed));
       }
     }
     x->tracing.store(false, std::memory_order_release);
@@ -395,7 +398,8 @@ std::string dump_goroutines() {
 
 void dump_goroutines(std::ostream& out) { out << dump_goroutines(); }
 
-profile goroutine_profile() {
+namespace detail {
+profile goroutine_profile_here() {
   profile p;
   p.sample_types = {{"goroutine", "count"}};
   p.period_type = {"goroutine", "count"};
@@ -442,6 +446,12 @@ profile goroutine_profile() {
     p.samples.push_back(std::move(smp));
   }
   return p;
+}
+}  // namespace detail
+
+profile goroutine_profile() {
+  // Symbolizes (to find the entry frames): on the thread stack.
+  return blocking([] { return detail::goroutine_profile_here(); });
 }
 
 }  // namespace weft

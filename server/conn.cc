@@ -519,6 +519,10 @@ void request::shorten_deadline(clock::time_point t) {
 bool request::extend_deadline(clock::time_point t) {
   if (!st_) return false;
   int64_t d = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  // The response is written after t: its write deadline moves whatever the handler
+  // deadline (which may already be later, or none).
+  auto wt = st_->loop->opts->write_timeout;
+  if (wt.count()) st_->loop->c.set_write_deadline(t + wt);
   if (d <= st_->deadline_ns) return true;
   {
     weft::detail::spin_guard l(st_->ctx_mu);
@@ -526,8 +530,6 @@ bool request::extend_deadline(clock::time_point t) {
     st_->deadline_ns = d;
   }
   weft::detail::timer_reset(&st_->loop->deadline_timer, d);
-  auto wt = st_->loop->opts->write_timeout;
-  if (wt.count()) st_->loop->c.set_write_deadline(t + wt);
   return true;
 }
 

@@ -241,7 +241,7 @@ void serve_mux::handle(std::string_view pattern, handler h, route_options opts) 
                                   "\": both match some requests and neither is more specific");
   }
   r.metrics = std::make_unique<route_metrics>(r.pattern);
-  r.labels = weft::detail::make_label_ref({{"route", r.pattern}});
+  r.labels = weft::detail::interned_label_ref({{"route", r.pattern}});
   routes_.push_back(std::move(rp));
 }
 

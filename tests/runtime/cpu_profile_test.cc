@@ -236,6 +236,37 @@ TEST(Labels, ReleasedWhenGoroutinesEnd) {
   });
 }
 
+// Interned nodes: one per distinct set, shared, and never counted (installing one on a
+// hot path writes nothing to the shared node).
+TEST(Labels, InternedNodesAreSharedAndNotCounted) {
+  run_checked([] {
+    detail::label_ref a = detail::interned_label_ref({{"route", "GET /interned"}});
+    detail::label_ref b = detail::interned_label_ref({{"route", "GET /interned"}});
+    detail::label_ref c = detail::interned_label_ref({{"route", "GET /other"}});
+    EXPECT_EQ(a.get(), b.get());
+    EXPECT_NE(a.get(), c.get());
+    EXPECT_FALSE(detail::interned_label_ref({}));
+    const int64_t refs = a.use_count();
+    int64_t live = detail::label_nodes_live();
+    wait_group wg;
+    label_set child_saw;
+    {
+      detail::label_scope scope(a);
+      EXPECT_EQ(goroutine_labels(), (label_set{{"route", "GET /interned"}}));
+      wg.add(1);
+      weft::go([&] {  // inherits the interned node
+        child_saw = goroutine_labels();
+        wg.done();
+      });
+      wg.wait();
+      EXPECT_EQ(a.use_count(), refs);
+    }
+    EXPECT_EQ(child_saw, (label_set{{"route", "GET /interned"}}));
+    EXPECT_EQ(a.use_count(), refs);
+    EXPECT_EQ(detail::label_nodes_live(), live);  // no counted node was made or freed
+  });
+}
+
 TEST(Labels, ScopeAndSetInstallWithoutAllocating) {
   run_checked([] {
     detail::label_ref route = detail::make_label_ref({{"route", "/api"}, {"method", "GET"}});
