@@ -488,6 +488,8 @@ void conn_loop::simple_response(int status, std::string_view body, bool close) {
   flush_locked();
 }
 
+void answer_timeout(conn_loop* l);
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------------------
@@ -665,6 +667,13 @@ bool claim(request_state& rs) {
   int o = rs.owner.load(std::memory_order_acquire);
   if (o == request_state::kHandler) return true;
   if (o == request_state::kTimedOut) return false;
+  // Past the deadline the response is the 503's. The context's own timer fires at the
+  // same instant as the deadline timer, from another heap perhaps, and may wake the
+  // handler first: the first write settles it here instead of racing that timer.
+  if (rs.deadline_ns < INT64_MAX / 2 && weft::detail::nanotime() >= rs.deadline_ns) {
+    detail::answer_timeout(rs.loop);
+    return false;
+  }
   int expected = request_state::kUnclaimed;
   return rs.owner.compare_exchange_strong(expected, request_state::kHandler, std::memory_order_acq_rel) ||
          expected == request_state::kHandler;
@@ -736,10 +745,9 @@ namespace detail {
 // ---------------------------------------------------------------------------------------
 // The handler's deadline and the client's hang-up.
 
-namespace {
-
-void on_deadline(weft::detail::timer*, void* arg, uintptr_t) {
-  auto* l = static_cast<conn_loop*>(arg);
+// The deadline passed with nothing written: the response becomes a 503 (from the
+// deadline timer, or from the handler's first write if its context woke it first).
+void answer_timeout(conn_loop* l) {
   request_state* rs = l->st;
   if (!rs) return;
   // The context has this deadline too and cancels itself (deadline_exceeded).
@@ -753,6 +761,10 @@ void on_deadline(weft::detail::timer*, void* arg, uintptr_t) {
     l->helpers.done();
   });
 }
+
+namespace {
+
+void on_deadline(weft::detail::timer*, void* arg, uintptr_t) { answer_timeout(static_cast<conn_loop*>(arg)); }
 
 // Hang-up watch: the peer went away (or half-closed with nothing more to read).
 void on_hangup(void* arg) {
