@@ -475,9 +475,9 @@ std::string debug_endpoints::vars_json() const {
   };
   int64_t open = 0, active = 0, requests = 0;
   for (const http::server* s : opts_.servers) {
-    open += s->stats().open_conns.load(std::memory_order_relaxed);
-    active += s->stats().active_conns.load(std::memory_order_relaxed);
-    requests += s->stats().requests.load(std::memory_order_relaxed);
+    open += s->stats().open_conns.load();
+    active += s->stats().active_conns.load();
+    requests += s->stats().requests.load();
   }
   nlohmann::json srv = {
       {"requests", requests},
@@ -574,8 +574,8 @@ std::string debug_endpoints::metrics_text() const {
   }
   int64_t open = 0, active = 0;
   for (const http::server* s : opts_.servers) {
-    open += s->stats().open_conns.load(std::memory_order_relaxed);
-    active += s->stats().active_conns.load(std::memory_order_relaxed);
+    open += s->stats().open_conns.load();
+    active += s->stats().active_conns.load();
   }
   head("weft_http_connections", "gauge", "HTTP connections by state (idle: open, between requests).");
   line("weft_http_connections", "state=\"open\"", num(open));

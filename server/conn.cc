@@ -51,7 +51,7 @@ namespace detail {
 bool conn_state::begin_request() {
   weft::detail::spin_guard l(phase_mu);
   if (phase == conn_phase::closing) return false;
-  if (phase != conn_phase::active) srv->stats.active_conns.fetch_add(1, std::memory_order_relaxed);
+  if (phase != conn_phase::active) srv->stats.active_conns.add(1);
   phase = conn_phase::active;
   return true;
 }
@@ -60,7 +60,7 @@ void conn_state::end_request() {
   weft::detail::spin_guard l(phase_mu);
   if (phase == conn_phase::active) {
     phase = conn_phase::idle;
-    srv->stats.active_conns.fetch_sub(1, std::memory_order_relaxed);
+    srv->stats.active_conns.add(-1);
   }
 }
 
@@ -80,7 +80,7 @@ void conn_state::force() {
   void* arg = nullptr;
   {
     weft::detail::spin_guard l(phase_mu);
-    if (phase == conn_phase::active) srv->stats.active_conns.fetch_sub(1, std::memory_order_relaxed);
+    if (phase == conn_phase::active) srv->stats.active_conns.add(-1);
     phase = conn_phase::closing;
     cancel = cancel_current;
     arg = cancel_arg;
@@ -939,7 +939,7 @@ bool conn_loop::handle_request() {
   }
   if (cs->force_close.load(std::memory_order_acquire)) rs.cancel_ctx(context_errc::canceled);
 
-  srv->stats.requests.fetch_add(1, std::memory_order_relaxed);
+  srv->stats.requests.add(1);
   bool threw = false;
   if (r.method_ == "OPTIONS" && r.target_ == "*") {
     w.set_header("Content-Length", "0");  // Go's globalOptionsHandler
@@ -1148,7 +1148,7 @@ void conn_loop::finish(bool clean) {
     else s->conns = cs->next;
     if (cs->next) cs->next->prev = cs->prev;
   }
-  s->stats.open_conns.fetch_sub(1, std::memory_order_relaxed);
+  s->stats.open_conns.add(-1);
   delete this;
   s->live_conns.done();
 }
@@ -1167,7 +1167,7 @@ void server::impl::serve_conn(net::conn c) {
     if (conns) conns->prev = cs;
     conns = cs;
   }
-  stats.open_conns.fetch_add(1, std::memory_order_relaxed);
+  stats.open_conns.add(1);
   auto* loop = new detail::conn_loop();
   loop->cs = cs;
   loop->srv = this;

@@ -39,6 +39,7 @@
 
 #include "netpoll/net.h"
 #include "runtime/context.h"
+#include "server/metrics.h"
 
 namespace spdlog {
 class logger;
@@ -187,11 +188,11 @@ struct server_options {
   std::shared_ptr<spdlog::logger> error_log;   // handler exceptions, protocol errors
 };
 
+// Counted per thread stripe (server/metrics.h): every request updates them.
 struct server_stats {
-  std::atomic<int64_t> requests{0};
-  std::atomic<int64_t> open_conns{0};
-  std::atomic<int64_t> idle_conns{0};
-  std::atomic<int64_t> active_conns{0};
+  striped_counter requests;
+  striped_counter open_conns;
+  striped_counter active_conns;
 };
 
 class server {

@@ -1,6 +1,7 @@
 #include "server/metrics.h"
 
 #include <algorithm>
+#include <map>
 
 #include "runtime/internal/lock.h"
 
@@ -30,7 +31,8 @@ registry& reg() {
 
 }  // namespace
 
-route_metrics::route_metrics(std::string route) : route_(std::move(route)) {
+route_metrics::route_metrics(std::string route)
+    : route_(std::move(route)), stripes_(std::make_unique<stripe[]>(kStripes)) {
   weft::detail::spin_guard l(reg().mu);
   reg().all.push_back(this);
 }
@@ -41,13 +43,20 @@ route_metrics::~route_metrics() {
   v.erase(std::remove(v.begin(), v.end(), this), v.end());
 }
 
+int this_thread_stripe() {
+  static std::atomic<int> next{0};
+  thread_local int mine = next.fetch_add(1, std::memory_order_relaxed) % kStripes;
+  return mine;
+}
+
 void route_metrics::observe(std::string_view method, int status, std::chrono::nanoseconds took) {
+  stripe& st = stripes_[static_cast<std::size_t>(this_thread_stripe())];
   if (status < 100 || status > 999) status = 0;
   uint32_t key = method_index(method) << 16 | static_cast<uint32_t>(status);
   uint32_t start = (key * 2654435761u) % kSlots;
   bool counted = false;
   for (int i = 0; i < kSlots && !counted; i++) {
-    slot& s = slots_[(start + static_cast<uint32_t>(i)) % kSlots];
+    slot& s = st.slots[(start + static_cast<uint32_t>(i)) % kSlots];
     uint32_t k = s.key.load(std::memory_order_acquire);
     if (k == 0) {
       uint32_t expected = 0;
@@ -59,35 +68,43 @@ void route_metrics::observe(std::string_view method, int status, std::chrono::na
       counted = true;
     }
   }
-  if (!counted) overflow_.fetch_add(1, std::memory_order_relaxed);
+  if (!counted) st.overflow.fetch_add(1, std::memory_order_relaxed);
 
   double secs = std::chrono::duration<double>(took).count();
   std::size_t b = 0;
   while (b < kBounds.size() && secs > kBounds[b]) b++;
-  buckets_[b].fetch_add(1, std::memory_order_relaxed);
-  sum_ns_.fetch_add(took.count(), std::memory_order_relaxed);
+  st.buckets[b].fetch_add(1, std::memory_order_relaxed);
+  st.sum_ns.fetch_add(took.count(), std::memory_order_relaxed);
 }
 
 route_metrics::snapshot route_metrics::read() const {
   snapshot s;
-  for (const slot& sl : slots_) {
-    uint32_t k = sl.key.load(std::memory_order_acquire);
-    if (k == 0) continue;
-    int64_t n = sl.n.load(std::memory_order_relaxed);
-    if (n == 0) continue;  // claimed, not yet counted
-    s.counts.push_back({std::string(kMethods[k >> 16]), static_cast<int>(k & 0xffff), n});
+  std::map<uint32_t, int64_t> by_key;
+  int64_t overflow = 0, sum_ns = 0;
+  std::array<int64_t, kBounds.size() + 1> buckets{};
+  for (int x = 0; x < kStripes; x++) {
+    const stripe& st = stripes_[static_cast<std::size_t>(x)];
+    for (const slot& sl : st.slots) {
+      uint32_t k = sl.key.load(std::memory_order_acquire);
+      if (k == 0) continue;
+      if (int64_t n = sl.n.load(std::memory_order_relaxed)) by_key[k] += n;  // 0: claimed, not yet counted
+    }
+    overflow += st.overflow.load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i < buckets.size(); i++) buckets[i] += st.buckets[i].load(std::memory_order_relaxed);
+    sum_ns += st.sum_ns.load(std::memory_order_relaxed);
   }
-  if (int64_t o = overflow_.load(std::memory_order_relaxed)) s.counts.push_back({"OTHER", 0, o});
+  for (const auto& [k, n] : by_key) s.counts.push_back({std::string(kMethods[k >> 16]), static_cast<int>(k & 0xffff), n});
+  if (overflow) s.counts.push_back({"OTHER", 0, overflow});
   std::sort(s.counts.begin(), s.counts.end(), [](const count& a, const count& b) {
     return a.method != b.method ? a.method < b.method : a.status < b.status;
   });
   int64_t running = 0;
   for (std::size_t i = 0; i < s.buckets.size(); i++) {
-    running += buckets_[i].load(std::memory_order_relaxed);
+    running += buckets[i];
     s.buckets[i] = running;
   }
   s.total = running;
-  s.sum_seconds = static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9;
+  s.sum_seconds = static_cast<double>(sum_ns) / 1e9;
   return s;
 }
 

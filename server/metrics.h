@@ -1,6 +1,6 @@
 // Request metrics for /metrics: per route, counts by method and status code and a
-// duration histogram, kept with relaxed atomics so that a request pays a few
-// uncontended increments and no lock.
+// duration histogram, kept with relaxed atomics in per-thread stripes so that a request
+// pays a few uncontended increments and no lock.
 //
 // A serve_mux route owns one route_metrics (label route="<pattern>"); requests no route
 // matched (404, 405, redirects) count under a server's own "unmatched" object. Every
@@ -9,7 +9,8 @@
 // Counts by (method, status) live in a small open-addressed table whose slots are
 // claimed once with a CAS on the key: the set of pairs a route sees is small (GET 200,
 // GET 404, ...), so the table never needs to grow; pairs beyond its capacity are counted
-// under status 0 ("other") rather than lost.
+// under status 0 ("other") rather than lost. Each stripe (see striped_counter) has its
+// own table and histogram; read() merges them.
 #pragma once
 
 #include <array>
@@ -17,11 +18,34 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace weft::http {
+
+// Counters and gauges that every request touches are striped: each thread adds to its
+// own cache line (threads take stripes round-robin), and a read sums the stripes. One
+// shared atomic would bounce its line between cores on every request.
+inline constexpr int kStripes = 16;
+int this_thread_stripe();
+
+class striped_counter {
+ public:
+  void add(int64_t d) { cells_[this_thread_stripe()].v.fetch_add(d, std::memory_order_relaxed); }
+  int64_t load() const {
+    int64_t t = 0;
+    for (const auto& c : cells_) t += c.v.load(std::memory_order_relaxed);
+    return t;
+  }
+
+ private:
+  struct alignas(64) cell {
+    std::atomic<int64_t> v{0};
+  };
+  std::array<cell, kStripes> cells_{};
+};
 
 class route_metrics {
  public:
@@ -55,11 +79,14 @@ class route_metrics {
     std::atomic<uint32_t> key{0};  // method index << 16 | status; 0: free
     std::atomic<int64_t> n{0};
   };
+  struct alignas(64) stripe {
+    slot slots[kSlots];
+    std::atomic<int64_t> overflow{0};
+    std::array<std::atomic<int64_t>, kBounds.size() + 1> buckets{};  // not cumulative
+    std::atomic<int64_t> sum_ns{0};
+  };
   std::string route_;
-  slot slots_[kSlots];
-  std::atomic<int64_t> overflow_{0};
-  std::array<std::atomic<int64_t>, kBounds.size() + 1> buckets_{};  // not cumulative
-  std::atomic<int64_t> sum_ns_{0};
+  std::unique_ptr<stripe[]> stripes_;
 };
 
 // Requests no route matched, in every server of the process (route="unmatched").
