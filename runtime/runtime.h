@@ -78,6 +78,11 @@ void sleep_ns(int64_t ns);
 void preempt_check_slow();
 extern std::atomic<int> preempt_requests;
 
+// See go(): a temporary whose destructor is an (empty) barrier after the call.
+struct spawn_site {
+  [[gnu::always_inline]] ~spawn_site() { asm volatile(""); }
+};
+
 template <class F>
 [[gnu::always_inline]] inline g* construct_g(std::size_t stack_size, F&& f) {
   using Fn = std::decay_t<F>;
@@ -109,16 +114,19 @@ void run(F&& fn, const options& opts = {}) {
 //
 // go() is a real call, never inlined, so that its return address is in the caller on
 // the line of the go() call: that is the "created by" site of dumps, profiles and
-// traces (an address inside an inlined go() maps to this header in some builds).
+// traces (an address inside an inlined go() maps to this header in some builds). The
+// defaulted `site` argument's destructor runs in the caller after the call, which keeps
+// the compiler from turning a final go() into a jump (the caller's caller would be
+// named); it costs no instruction.
 template <class F>
-[[gnu::noinline]] void go(F&& fn) {
+[[gnu::noinline]] void go(F&& fn, detail::spawn_site = {}) {
   detail::g* gp = detail::construct_g(0, std::forward<F>(fn));
   detail::start_g(gp, &detail::task_impl<std::decay_t<F>>::ops,
                   reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
 }
 
 template <class F>
-[[gnu::noinline]] void go(const spawn_options& so, F&& fn) {
+[[gnu::noinline]] void go(const spawn_options& so, F&& fn, detail::spawn_site = {}) {
   detail::g* gp = detail::construct_g(so.stack_size, std::forward<F>(fn));
   detail::start_g(gp, &detail::task_impl<std::decay_t<F>>::ops,
                   reinterpret_cast<uintptr_t>(__builtin_return_address(0)));

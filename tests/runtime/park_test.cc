@@ -98,6 +98,23 @@ TEST(Dump, ShowsEveryGoroutineWithStateFramesAndCreator) {
   });
 }
 
+// go() as a function's last statement: still named as the creator (not its caller).
+[[gnu::noinline]] void spawn_as_the_last_thing(detail::sema& gate) {
+  go([&gate] { parked_in_a_named_function(gate); });
+}
+
+TEST(Dump, CreatorIsTheFunctionWhoseLastStatementIsGo) {
+  run_checked([] {
+    detail::sema gate;
+    spawn_as_the_last_thing(gate);
+    while (gate.waiters() == 0) yield();
+    std::string dump = dump_goroutines();
+    EXPECT_TRUE(testing::matches(dump, "created by .*spawn_as_the_last_thing.* in goroutine 1\n\t.*park_test.cc:[0-9]+"))
+        << dump;
+    gate.release();
+  });
+}
+
 TEST(Dump, ReportsLongWaitsInMinutes) {
   run_checked([] {
     slot s;
