@@ -211,6 +211,12 @@ TEST(Debug, BadParametersGet400WithXGoPprofAndASecondCpuProfileFails) {
   EXPECT_NE(r.find("seconds and debug params are incompatible"), std::string::npos) << r;
   r = run_cmd("curl -s -i '" + w.url("/debug/pprof/goroutine?debug=x") + "'");
   EXPECT_NE(r.find("HTTP/1.1 400"), std::string::npos) << r;
+  r = run_cmd("curl -s -i '" + w.url("/debug/pprof/heap?seconds=3601") + "'");
+  EXPECT_NE(r.find("HTTP/1.1 400"), std::string::npos) << r;
+  EXPECT_NE(r.find("profile duration exceeds 3600 seconds"), std::string::npos) << r;
+  r = run_cmd("curl -s -i '" + w.url("/debug/pprof/profile?seconds=100000") + "'");
+  EXPECT_NE(r.find("HTTP/1.1 400"), std::string::npos) << r;
+  EXPECT_NE(r.find("X-Go-Pprof: 1"), std::string::npos) << r;
   r = run_cmd("curl -s -i '" + w.url("/debug/pprof/nosuch") + "'");
   EXPECT_NE(r.find("HTTP/1.1 404"), std::string::npos) << r;
   EXPECT_NE(r.find("Unknown profile"), std::string::npos) << r;
