@@ -20,6 +20,14 @@
 // when it fires it cancels the request's context and, if the handler has written
 // nothing, a helper goroutine answers 503 at once and the handler's later writes fail.
 // A client that hangs up (the poller's hang-up watch) cancels the context too.
+//
+// Idle connections. A keep-alive connection that has waited 50 ms for its next request
+// is shed: its goroutine ends and its read buffer goes back to the pool, leaving the
+// conn_loop, a one-shot readable watch on the socket and the idle timer. Whichever fires
+// first claims the connection with a CAS (kShed -> kClaimed): readable starts a new
+// goroutine that goes on where the old one stopped, idle closes it. Wakeups that land
+// while the two are being armed are recorded (kFired*) and acted on by the arming
+// goroutine itself, so none is lost. Shutdown claims shed connections the same way.
 #include <llhttp.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
