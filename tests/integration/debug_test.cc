@@ -22,20 +22,37 @@ struct pprof_env {
   }
 };
 
-// Load in the background for `secs` (wrk exits by itself).
+// wrk load in the background for `secs`: the destructor waits for wrk to finish, stop()
+// ends it early (a test that needs load throughout asks for plenty, then stops it, so a
+// slow sanitizer build still has load for the whole test).
 struct load {
-  std::thread t;
+  pid_t pid = -1;
   load(const std::string& url, int secs) {
-    t = std::thread([url, secs] { run_cmd("wrk -t1 -c8 -d" + std::to_string(secs) + "s '" + url + "' > /dev/null"); });
+    std::string d = std::to_string(secs) + "s";
+    pid = fork();
+    if (pid == 0) {
+      int null = open("/dev/null", O_WRONLY);
+      dup2(null, 1);
+      dup2(null, 2);
+      execlp("wrk", "wrk", "-t1", "-c8", ("-d" + d).c_str(), url.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
   }
-  ~load() { t.join(); }
+  void stop() {
+    if (pid > 0) kill(pid, SIGTERM);
+  }
+  ~load() {
+    if (pid <= 0) return;
+    int st = 0;
+    waitpid(pid, &st, 0);
+  }
 };
 
 TEST(Debug, CpuProfileUnderLoadShowsWeftAndHandlerFunctionsInPprofTop) {
   weftd w({});
   ASSERT_FALSE(w.addr.empty()) << w.read_log();
   pprof_env env;
-  load l(w.url("/cpu?n=200000"), 4);
+  load l(w.url("/cpu?n=200000"), 60);
   int st = 0;
   std::string top = env.run("-top -nodecount=200 '" + w.url("/debug/pprof/profile?seconds=2") + "'", &st);
   EXPECT_EQ(st, 0) << top;
@@ -48,6 +65,7 @@ TEST(Debug, CpuProfileUnderLoadShowsWeftAndHandlerFunctionsInPprofTop) {
   EXPECT_NE(tagged.find("cpu_work"), std::string::npos) << tagged;
   std::string tags = env.run("-tags '" + w.url("/debug/pprof/profile?seconds=1") + "'", &st);
   EXPECT_NE(tags.find("GET /cpu"), std::string::npos) << tags;
+  l.stop();
   EXPECT_EQ(w.stop(), 0);
 }
 
@@ -223,7 +241,7 @@ TEST(Debug, BadParametersGet400WithXGoPprofAndASecondCpuProfileFails) {
 
   // Two CPU profiles at once: the second is refused, the first completes intact.
   pprof_env env;
-  load l(w.url("/cpu?n=100000"), 4);
+  load l(w.url("/cpu?n=100000"), 60);
   int st1 = 0;
   std::string first;
   std::thread t([&] { first = env.run("-top '" + w.url("/debug/pprof/profile?seconds=2") + "'", &st1); });
@@ -242,6 +260,7 @@ TEST(Debug, BadParametersGet400WithXGoPprofAndASecondCpuProfileFails) {
   EXPECT_NE(second.find("Could not enable CPU profiling"), std::string::npos) << second;
   EXPECT_EQ(st1, 0) << first;
   EXPECT_NE(first.find("cpu_work"), std::string::npos) << first;
+  l.stop();
   EXPECT_EQ(w.stop(), 0);
 }
 

@@ -29,23 +29,24 @@ std::string stack_names(const std::vector<uintptr_t>& stack) {
   });
 }
 
-// Work after each call keeps it from becoming a tail call (which would drop our frame).
-volatile int g_after_calls = 0;
+// A barrier after each call keeps it from becoming a tail call (which would drop our
+// frame).
+#define KEEP_FRAME() asm volatile("" ::: "memory")
 
 [[gnu::noinline]] void receiver_that_blocks(chan<int> c) {
   c.recv();
-  g_after_calls = g_after_calls + 1;
+  KEEP_FRAME();
 }
 
 [[gnu::noinline]] void locker_that_waits(mutex& m) {
   m.lock();
-  g_after_calls = g_after_calls + 1;
+  KEEP_FRAME();
   m.unlock();
 }
 
 [[gnu::noinline]] void holder_that_unlocks(mutex& m) {
   m.unlock();
-  g_after_calls = g_after_calls + 1;
+  KEEP_FRAME();
 }
 
 // Finds the sample whose stack mentions `fn`.
