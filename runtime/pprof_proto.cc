@@ -17,10 +17,12 @@
 // Mappings are the executable, file-backed regions of /proc/self/maps (the executable
 // first, then its shared libraries), each with the GNU build id found in the PT_NOTE
 // segments of the loaded object covering it (dl_iterate_phdr: the notes are in memory,
-// no file is opened). A mapping claims has_functions (and has_filenames,
-// has_line_numbers, has_inline_frames) only when at least one location falls in it and
-// every one of them got that much from symbolization: pprof re-symbolizes a mapping
-// without these flags from its file, and would otherwise trust our partial answers.
+// no file is opened). A mapping claims has_functions (has_filenames, has_line_numbers,
+// has_inline_frames) when at least one of its locations got that much from
+// symbolization: we read the same symbol tables and DWARF that pprof would, so an
+// address we cannot name (a PLT stub, say) it cannot either. Without the flags pprof
+// re-symbolizes the whole mapping from the file with its own tools, which for C++
+// loses every function name we had.
 //
 // Text forms. Go writes its debug=1 profiles through text/tabwriter (minwidth 1,
 // tabwidth 8, padding 1, tab padding), which aligns the tab-separated frame lines. The
@@ -196,7 +198,7 @@ struct mapping {
   std::string build_id;
   // Symbolization results over the locations in this mapping.
   int locations = 0;
-  bool all_functions = true, all_files = true, all_lines = true;
+  int with_functions = 0, with_lines = 0;  // locations symbolized that far
 };
 
 struct loaded_object {
@@ -670,10 +672,10 @@ static std::string encode_pprof_here(const profile& p) {
     if (m >= 0) {
       mapping& mp = mappings[static_cast<size_t>(m)];
       mp.locations++;
-      if (!symbolized) mp.all_functions = mp.all_files = mp.all_lines = false;
-      for (const symbol_info& f : frames) {
-        if (f.file.empty()) mp.all_files = false;
-        if (f.line <= 0) mp.all_lines = false;
+      if (symbolized) {
+        mp.with_functions++;
+        if (std::all_of(frames.begin(), frames.end(), [](const symbol_info& f) { return !f.file.empty() && f.line > 0; }))
+          mp.with_lines++;
       }
     }
     // Lines first (their functions are interned as they come), then the location.
@@ -719,7 +721,7 @@ static std::string encode_pprof_here(const profile& p) {
 
   for (size_t i = 0; i < mappings.size(); i++) {
     const mapping& m = mappings[i];
-    bool fn = m.locations > 0 && m.all_functions;
+    bool fn = m.with_functions > 0;
     msg.clear();
     msg.u64(kMappingId, i + 1);
     msg.u64(kMappingStart, m.start);
@@ -728,10 +730,10 @@ static std::string encode_pprof_here(const profile& p) {
     msg.i64(kMappingFilename, strings.intern(m.file));
     msg.i64(kMappingBuildId, strings.intern(m.build_id));
     msg.boolean(kMappingHasFunctions, fn);
-    msg.boolean(kMappingHasFilenames, fn && m.all_files);
-    msg.boolean(kMappingHasLineNumbers, fn && m.all_lines);
+    msg.boolean(kMappingHasFilenames, fn && m.with_lines > 0);
+    msg.boolean(kMappingHasLineNumbers, fn && m.with_lines > 0);
     // Inline frames come from the same DWARF as the line numbers.
-    msg.boolean(kMappingHasInlineFrames, fn && m.all_lines);
+    msg.boolean(kMappingHasInlineFrames, fn && m.with_lines > 0);
     out.message(kProfileMapping, msg);
   }
   std::string body = out.data();

@@ -56,7 +56,24 @@ struct symbolizer {
     GElf_Off offset = 0;
     GElf_Sym sym;
     const char* name = dwfl_module_addrinfo(mod, pc, &offset, &sym, nullptr, nullptr, nullptr);
-    if (name) {
+    if (name && (*name == '\0' || GELF_ST_TYPE(sym.st_info) == STT_SECTION)) name = nullptr;
+    if (!name) {
+      // No usable ELF symbol (none, an empty name or a section symbol): the DWARF
+      // subprogram holding pc, if there is debug info, names it.
+      Dwarf_Addr bias = 0;
+      if (Dwarf_Die* cudie = dwfl_module_addrdie(mod, pc, &bias)) {
+        Dwarf_Die* scopes = nullptr;
+        int n = dwarf_getscopes(cudie, pc - bias, &scopes);
+        for (int i = n - 1; i >= 0; i--) {  // outermost first: the physical function
+          if (dwarf_tag(&scopes[i]) != DW_TAG_subprogram) continue;
+          out.function = die_name(&scopes[i], &out.mangled);
+          Dwarf_Addr lo = 0;
+          if (dwarf_lowpc(&scopes[i], &lo) == 0) out.entry = lo + bias;
+          break;
+        }
+        std::free(scopes);
+      }
+    } else {
       out.mangled = name;
       out.entry = pc - offset;
       int status = 0;

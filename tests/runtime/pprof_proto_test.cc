@@ -555,6 +555,43 @@ TEST_F(PprofTest, MainMappingCarriesBuildIdAndSymbolizedFlags) {
   EXPECT_TRUE(saw_libc);
 }
 
+// One address in the executable that nothing names (found by scanning its text for a
+// gap, a PLT stub say) must not cost the mapping its flags: without them pprof would
+// re-symbolize the whole executable itself, and lose the C++ names we gave.
+TEST_F(PprofTest, AnUnnamedAddressKeepsTheMappingsFlagsAndOurNames) {
+  profile p = cpu_profile();
+  uintptr_t known_pc = p.samples[0].stack[0];
+  // The executable's text mapping holding known_pc, from /proc/self/maps.
+  uintptr_t lo = 0, hi = 0;
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    uintptr_t a = 0, b = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &a, &b) == 2 && known_pc >= a && known_pc < b) {
+      lo = a;
+      hi = b;
+    }
+  }
+  ASSERT_NE(lo, 0u);
+  uintptr_t unnamed = 0;
+  for (uintptr_t a = lo; a < hi && a < lo + (1 << 20) && !unnamed; a += 4) {
+    auto frames = symbolize_frames(a);
+    if (!frames.empty() && frames.back().function == "?") unnamed = a;
+  }
+  if (!unnamed) GTEST_SKIP() << "every address of the executable's text has a name";
+  profile_sample odd;
+  odd.stack = {unnamed};
+  odd.values = {1, 10'000'000};
+  p.samples.push_back(odd);
+  p.leaf_exact = true;
+  std::string data = encode_pprof(p);
+  command_result raw = pprof("-raw", data);
+  auto at = raw.out.find("\nMappings\n");
+  ASSERT_NE(at, std::string::npos) << raw.out;
+  EXPECT_NE(lines_of(raw.out.substr(at + 10)).at(0).find("[FN][FL][LN][IN]"), std::string::npos) << raw.out;
+  command_result top = pprof("-top", data);
+  EXPECT_NE(top.out.find("probe::root_gamma"), std::string::npos) << top.out;
+}
+
 TEST_F(PprofTest, InlinedFramesAreCalleeFirst) {
   std::vector<uintptr_t> stack = probe::outer_sigma();
   ASSERT_EQ(stack.size(), 1u);
