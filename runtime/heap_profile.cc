@@ -41,7 +41,8 @@
 // the allocating call site, so nothing of the hook appears in the stack. Each frame
 // beyond the first is read only if it lies inside the current stack: the goroutine's
 // [stack_lo, stack_hi) when the frame is on it, else the thread's own stack (asked once
-// per thread from pthread_getattr_np; blocking() runs on it) and nothing otherwise, and
+// per thread from pthread_getattr_np, or __libc_stack_end for the main thread;
+// blocking() runs on it) and nothing otherwise, and
 // only while its return address lies in the code of a loaded object (code built without
 // frame pointers leaves garbage in the chain: without this check every sample through
 // such a frame would invent a new stack). Past 65536 distinct stacks, new ones are cut
@@ -68,6 +69,9 @@
 
 #include <link.h>
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <atomic>
@@ -79,6 +83,8 @@
 
 #include "runtime/internal/lock.h"
 #include "runtime/internal/sched.h"
+
+extern "C" void* __libc_stack_end;  // glibc: the top of the main thread's stack
 
 // This file is the allocator: operator delete ends in free() on what operator new got
 // from malloc. GCC sees that free() once the delete is inlined here and warns.
@@ -385,6 +391,19 @@ bool is_text(uintptr_t pc) {
 
 void thread_stack(sampler_state& t) {
   t.stack_known = true;
+  if (syscall(SYS_gettid) == getpid()) {
+    // The main thread: glibc's pthread_getattr_np would open /proc/self/maps, and an
+    // allocation hook must not take a descriptor (a process at its descriptor limit
+    // would see EMFILE from whatever it does next). Its frames all lie below
+    // __libc_stack_end, and everything from the current frame up to there is mapped.
+    rlimit rl{};
+    uintptr_t hi = reinterpret_cast<uintptr_t>(__libc_stack_end);
+    uintptr_t span = uintptr_t{1} << 30;
+    if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < span) span = rl.rlim_cur;
+    t.stack_hi = hi;
+    t.stack_lo = hi > span ? hi - span : 0;
+    return;
+  }
   pthread_attr_t attr;
   if (pthread_getattr_np(pthread_self(), &attr) != 0) return;
   void* addr = nullptr;
