@@ -136,18 +136,15 @@ struct named_profile {
   std::string (*text)(const profile&);
 };
 
-profile heap_collect() { return heap_profile(); }
-profile allocs_collect() { return allocs_profile(); }
-
 const named_profile kProfiles[] = {
     {"allocs", "A sampling of all past memory allocations",
-     allocs_collect, [](const profile& p) { return format_heap_profile_text(p, p.period); }},
+     allocs_profile, [](const profile& p) { return format_heap_profile_text(p, p.period); }},
     {"block", "Stack traces that led to blocking on synchronization primitives",
      block_profile, [](const profile& p) { return format_contention_profile_text("block", p, block_profile_rate()); }},
     {"goroutine", "Stack traces of all current goroutines. Use debug=2 as a query parameter to export in the same format as an unrecovered panic.",
      goroutine_profile, [](const profile& p) { return format_count_profile_text("goroutine", p); }},
     {"heap", "A sampling of memory allocations of live objects.",
-     heap_collect, [](const profile& p) { return format_heap_profile_text(p, p.period); }},
+     heap_profile, [](const profile& p) { return format_heap_profile_text(p, p.period); }},
     {"mutex", "Stack traces of holders of contended mutexes",
      mutex_profile, [](const profile& p) { return format_contention_profile_text("mutex", p, mutex_profile_fraction()); }},
     {"threadcreate", "Stack traces that led to the creation of new OS threads",
@@ -175,27 +172,27 @@ void serve_named(const named_profile& np, response_writer& w, request& r) {
   if (std::string_view(np.name) == "goroutine" && debug >= 2) {
     w.set_header("Content-Type", "text/plain; charset=utf-8");
     w.set_header("X-Content-Type-Options", "nosniff");
-    w.write(weft::blocking([] { return weft::dump_goroutines(); }));
+    w.write(weft::dump_goroutines());
     return;
   }
-  // Symbolizing (libdw) and the dumps need far more stack than a goroutine has: the
-  // heavy work runs on the thread's stack, through blocking().
+  // Symbolizing (libdw), encoding and the dumps need far more stack than a goroutine
+  // has: the runtime's profile functions move to the thread stack themselves.
   profile p;
   if (has_seconds) {
     if (!r.extend_deadline(http::clock::now() + std::chrono::seconds(seconds) + std::chrono::seconds(10)))
       return pprof_error(w, 400, "profile duration exceeds the request's deadline");
-    profile p0 = weft::blocking([&] { return np.collect(); });
+    profile p0 = np.collect();
     if (!wait_or_done(r, std::chrono::seconds(seconds))) {
       // As Go: 408 when the request's deadline ended the window, else 500.
       bool timed_out = r.ctx().err() == context_errc::deadline_exceeded;
       return pprof_error(w, timed_out ? 408 : 500, "profile collection cancelled");
     }
-    p = weft::blocking([&] { return delta(p0, np.collect()); });
+    p = delta(p0, np.collect());
   } else {
-    p = weft::blocking([&] { return np.collect(); });
+    p = np.collect();
   }
-  if (debug > 0) return send_text(w, weft::blocking([&] { return np.text(p); }));
-  send_profile(w, has_seconds ? std::string(np.name) + "-delta" : np.name, weft::blocking([&] { return encode_pprof(p); }));
+  if (debug > 0) return send_text(w, np.text(p));
+  send_profile(w, has_seconds ? std::string(np.name) + "-delta" : np.name, encode_pprof(p));
 }
 
 void serve_cpu_profile(response_writer& w, request& r) {
@@ -210,9 +207,9 @@ void serve_cpu_profile(response_writer& w, request& r) {
   if (auto err = start_cpu_profile(100))
     return pprof_error(w, 500, "Could not enable CPU profiling: " + err.message());
   bool full = wait_or_done(r, std::chrono::seconds(seconds));
-  profile p = weft::blocking([] { return stop_cpu_profile(); });
+  profile p = stop_cpu_profile();
   if (!full) return;  // the client is gone
-  send_profile(w, "profile", weft::blocking([&] { return encode_pprof(p); }));
+  send_profile(w, "profile", encode_pprof(p));
 }
 
 void serve_trace(response_writer& w, request& r) {
@@ -229,7 +226,7 @@ void serve_trace(response_writer& w, request& r) {
     return pprof_error(w, 400, "profile duration exceeds the request's deadline");
   if (auto err = start_trace()) return pprof_error(w, 500, "Could not enable tracing: " + err.message());
   bool full = wait_or_done(r, d);
-  std::string json = weft::blocking([] { return stop_trace(); });
+  std::string json = stop_trace();
   if (!full) return;
   w.set_header("Content-Type", "application/json");
   w.set_header("Content-Disposition", "attachment; filename=\"trace.json\"");
@@ -296,7 +293,7 @@ void serve_index(response_writer& w, request&) {
   for (const auto& np : kProfiles) {
     int64_t n;
     if (std::string_view(np.name) == "goroutine") n = num_goroutine();
-    else n = static_cast<int64_t>(weft::blocking([&] { return np.collect(); }).samples.size());
+    else n = static_cast<int64_t>(np.collect().samples.size());
     rows.push_back({np.name, std::to_string(n), np.description});
   }
   rows.push_back({"cmdline", "", "The command line invocation of the current program"});
@@ -382,6 +379,20 @@ std::string fmt_double(double v) {
     if (std::strtod(b, nullptr) == v) break;
   }
   return b;
+}
+
+// Counters summed over the servers /debug reports on.
+struct server_totals {
+  int64_t open = 0, active = 0, requests = 0;
+};
+server_totals totals(const std::vector<const http::server*>& servers) {
+  server_totals t;
+  for (const http::server* s : servers) {
+    t.open += s->stats().open_conns.load();
+    t.active += s->stats().active_conns.load();
+    t.requests += s->stats().requests.load();
+  }
+  return t;
 }
 
 }  // namespace
@@ -473,17 +484,12 @@ std::string debug_endpoints::vars_json() const {
       {"global_run_queue", st.global_runq},
       {"local_run_queues", local},
   };
-  int64_t open = 0, active = 0, requests = 0;
-  for (const http::server* s : opts_.servers) {
-    open += s->stats().open_conns.load();
-    active += s->stats().active_conns.load();
-    requests += s->stats().requests.load();
-  }
+  server_totals t = totals(opts_.servers);
   nlohmann::json srv = {
-      {"requests", requests},
-      {"connections_open", open},
-      {"connections_active", active},
-      {"connections_idle", open - active},
+      {"requests", t.requests},
+      {"connections_open", t.open},
+      {"connections_active", t.active},
+      {"connections_idle", t.open - t.active},
       {"shutting_down", opts_.shutting_down && opts_.shutting_down->load()},
   };
   std::map<std::string, std::string> vars = {
@@ -572,15 +578,11 @@ std::string debug_endpoints::metrics_text() const {
     line("weft_http_request_duration_seconds_sum", rl, fmt_double(x.sum));
     line("weft_http_request_duration_seconds_count", rl, num(x.total));
   }
-  int64_t open = 0, active = 0;
-  for (const http::server* s : opts_.servers) {
-    open += s->stats().open_conns.load();
-    active += s->stats().active_conns.load();
-  }
+  server_totals t = totals(opts_.servers);
   head("weft_http_connections", "gauge", "HTTP connections by state (idle: open, between requests).");
-  line("weft_http_connections", "state=\"open\"", num(open));
-  line("weft_http_connections", "state=\"active\"", num(active));
-  line("weft_http_connections", "state=\"idle\"", num(open - active));
+  line("weft_http_connections", "state=\"open\"", num(t.open));
+  line("weft_http_connections", "state=\"active\"", num(t.active));
+  line("weft_http_connections", "state=\"idle\"", num(t.open - t.active));
   head("weft_http_shutting_down", "gauge", "1 once a graceful shutdown has begun.");
   line("weft_http_shutting_down", "", num(opts_.shutting_down && opts_.shutting_down->load() ? 1 : 0));
 

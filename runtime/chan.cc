@@ -14,33 +14,9 @@ namespace weft::detail {
 // ---------------------------------------------------------------------------------------
 // Wait queues.
 
-void waitq::enqueue(sudog* s) {
-  s->next = nullptr;
-  s->prev = last;
-  if (last)
-    last->next = s;
-  else
-    first = s;
-  last = s;
-}
-
-void waitq::remove(sudog* s) {
-  if (s->prev)
-    s->prev->next = s->next;
-  else if (first == s)
-    first = s->next;
-  else
-    return;  // not queued here
-  if (s->next)
-    s->next->prev = s->prev;
-  else
-    last = s->prev;
-  s->next = s->prev = nullptr;
-}
-
 sudog* waitq::dequeue() {
-  while (sudog* s = first) {
-    remove(s);
+  while (sudog* s = q.head) {
+    q.remove(s);
     if (s->sel) {
       bool expected = false;
       // Lost: its select already completed elsewhere (or timed out). Drop it; the select

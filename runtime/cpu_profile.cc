@@ -581,34 +581,20 @@ cpu_profile_stats cpu_profile_last_stats() {
   return g_last_stats;
 }
 
-namespace {
-
-// start and stop take a thread lock, create or join the collector thread and stop the
-// timers: on a goroutine that is blocking() work. Called from inside a blocking() call
-// (already on the thread stack) or from a plain thread, they run as they are.
-template <class F>
-auto off_goroutine_stack(F&& f) {
-  g* gp = getg();
-  auto sp = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
-  if (gp && sp >= reinterpret_cast<uintptr_t>(gp->stack_lo) &&
-      sp < reinterpret_cast<uintptr_t>(gp->stack_hi))
-    return blocking(std::forward<F>(f));
-  return f();
-}
-
-}  // namespace
-
 }  // namespace detail
 
+// start and stop take a thread lock, create or join the collector thread and stop the
+// timers: on a goroutine that is blocking() work (outside one, or already inside
+// blocking(), blocking() just calls).
 std::error_code start_cpu_profile(int hz) {
-  return detail::off_goroutine_stack([hz] {
+  return blocking([hz] {
     std::lock_guard<std::mutex> l(detail::ctl_mu());
     return detail::start_locked(hz);
   });
 }
 
 profile stop_cpu_profile() {
-  return detail::off_goroutine_stack([] {
+  return blocking([] {
     std::lock_guard<std::mutex> l(detail::ctl_mu());
     return detail::stop_locked();
   });

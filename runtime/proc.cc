@@ -182,6 +182,11 @@ p* pidleget_locked() {
   return pp;
 }
 
+p* pidleget() {
+  lock_guard l(sched.mu);
+  return pidleget_locked();
+}
+
 void checkdead_locked();
 
 void mput_locked(m* mp) {
@@ -555,12 +560,7 @@ void run_blocking(m* mp, g* gp, switch_req* r) {
   }
   // sysmon handed our P to someone else. Any idle P will do.
   mp->pp = nullptr;
-  p* np;
-  {
-    lock_guard l(sched.mu);
-    np = pidleget_locked();
-  }
-  if (np) {
+  if (p* np = pidleget()) {
     acquirep(mp, np);
     return;
   }
@@ -701,31 +701,13 @@ top:
     // The other half of the lost-wakeup protocol: work submitted while we were
     // spinning saw us spinning and did not wake anyone. Look once more: the global queue
     // (readies from threads without a P go there), then every P's queue.
-    if (sched.runqsize.load(std::memory_order_seq_cst) != 0) {
-      p* np;
-      {
-        lock_guard l(sched.mu);
-        np = pidleget_locked();
-      }
-      if (np) {
+    bool work = sched.runqsize.load(std::memory_order_seq_cst) != 0;
+    for (int32_t i = 0; i < sched.nprocs && !work; i++) work = !runq_empty(&sched.allp[i]);
+    if (work) {
+      if (p* np = pidleget()) {
         acquirep(mp, np);
         become_spinning(mp);
         goto top;
-      }
-    }
-    for (int32_t i = 0; i < sched.nprocs; i++) {
-      if (!runq_empty(&sched.allp[i])) {
-        p* np;
-        {
-          lock_guard l(sched.mu);
-          np = pidleget_locked();
-        }
-        if (np) {
-          acquirep(mp, np);
-          become_spinning(mp);
-          goto top;
-        }
-        break;
       }
     }
   }

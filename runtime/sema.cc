@@ -19,40 +19,6 @@ inline int64_t wait_start() { return block_profiling() || mutex_profiling() ? na
 
 }  // namespace
 
-void sema::enqueue_locked(sema_waiter* w, bool lifo) {
-  if (lifo) {
-    w->prev = nullptr;
-    w->next = head_;
-    if (head_)
-      head_->prev = w;
-    else
-      tail_ = w;
-    head_ = w;
-  } else {
-    w->next = nullptr;
-    w->prev = tail_;
-    if (tail_)
-      tail_->next = w;
-    else
-      head_ = w;
-    tail_ = w;
-  }
-}
-
-bool sema::remove_locked(sema_waiter* w) {
-  if (!w->prev && head_ != w) return false;
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    head_ = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
-  else
-    tail_ = w->prev;
-  w->next = w->prev = nullptr;
-  return true;
-}
-
 bool sema::try_acquire() {
   spin_guard l(mu_);
   if (count_ == 0) return false;
@@ -70,7 +36,10 @@ void sema::acquire(wait_reason reason, bool lifo) {
   sema_waiter w;
   w.gp = current_goroutine();
   w.since = wait_start();
-  enqueue_locked(&w, lifo);
+  if (lifo)
+    q_.push_front(&w);
+  else
+    q_.push_back(&w);
   nwait_.fetch_add(1, std::memory_order_relaxed);
   park(reason, unlock_commit, &mu_);
   // The releaser dequeued us and handed us its unit.
@@ -84,7 +53,7 @@ struct sema_timeout {
   static void fire(timer*, void* arg, uintptr_t) {
     auto* st = static_cast<sema_timeout*>(arg);
     st->s->mu_.acquire();
-    bool mine = st->s->remove_locked(st->w);
+    bool mine = st->s->q_.remove(st->w);
     if (mine) {
       st->s->nwait_.fetch_sub(1, std::memory_order_relaxed);
       st->w->timed_out = true;
@@ -112,7 +81,7 @@ bool sema::acquire_for(wait_reason reason, int64_t timeout_ns) {
   sema_timeout st{this, &w};
   timer t(&sema_timeout::fire, &st);
   t.sync = true;
-  enqueue_locked(&w, false);
+  q_.push_back(&w);
   nwait_.fetch_add(1, std::memory_order_relaxed);
   struct arm {
     spinlock* mu;
@@ -138,9 +107,9 @@ void sema::release(uint32_t n, bool handoff, bool mutex_profile) {
   sema_waiter** tail = &woken;
   uint32_t k = 0;
   mu_.acquire();
-  while (k < n && head_) {
-    sema_waiter* w = head_;
-    remove_locked(w);
+  while (k < n && !q_.empty()) {
+    sema_waiter* w = q_.head;
+    q_.remove(w);
     *tail = w;
     tail = &w->next;
     k++;

@@ -7,32 +7,20 @@
 
 namespace weft {
 
-void semaphore::remove_locked(waiter* w) {
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    head_ = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
-  else
-    tail_ = w->prev;
-  w->next = w->prev = nullptr;
-}
-
 void semaphore::notify_waiters_locked() {
   // Strict FIFO: stop at the first waiter that does not fit, so that a big request is
   // not starved by a stream of small ones.
-  while (waiter* w = head_) {
+  while (waiter* w = q_.head) {
     if (size_ - cur_ < w->n) break;
     cur_ += w->n;
-    remove_locked(w);
+    q_.remove(w);
     w->ready.close();
   }
 }
 
 bool semaphore::try_acquire(int64_t n) {
   detail::lock_guard l(mu_);
-  if (size_ - cur_ >= n && !head_) {
+  if (size_ - cur_ >= n && q_.empty()) {
     cur_ += n;
     return true;
   }
@@ -42,7 +30,7 @@ bool semaphore::try_acquire(int64_t n) {
 std::error_code semaphore::acquire(const context& ctx, int64_t n) {
   chan<std::monostate> done = ctx.done();
   mu_.acquire();
-  if (size_ - cur_ >= n && !head_) {
+  if (size_ - cur_ >= n && q_.empty()) {
     cur_ += n;
     mu_.release();
     return {};
@@ -54,12 +42,7 @@ std::error_code semaphore::acquire(const context& ctx, int64_t n) {
     return ctx.err();
   }
   waiter w{n, chan<std::monostate>(0)};
-  w.prev = tail_;
-  if (tail_)
-    tail_->next = &w;
-  else
-    head_ = &w;
-  tail_ = &w;
+  q_.push_back(&w);
   mu_.release();
 
   std::monostate tok;
@@ -80,8 +63,8 @@ std::error_code semaphore::acquire(const context& ctx, int64_t n) {
     cur_ -= n;
     notify_waiters_locked();
   } else {
-    bool front = head_ == &w;
-    remove_locked(&w);
+    bool front = q_.head == &w;
+    q_.remove(&w);
     // Leaving the front may let the next waiters fit.
     if (front && size_ > cur_) notify_waiters_locked();
   }

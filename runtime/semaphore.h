@@ -16,6 +16,7 @@
 #include <system_error>
 
 #include "runtime/context.h"
+#include "runtime/internal/ilist.h"
 #include "runtime/internal/lock.h"
 
 namespace weft {
@@ -39,13 +40,11 @@ class semaphore {
     waiter* prev = nullptr;
   };
   void notify_waiters_locked();
-  void remove_locked(waiter* w);
 
   const int64_t size_;
   detail::lock mu_;
   int64_t cur_ = 0;
-  waiter* head_ = nullptr;
-  waiter* tail_ = nullptr;
+  detail::ilist<waiter> q_;
 };
 
 }  // namespace weft

@@ -828,13 +828,8 @@ std::string stop_trace() {
   g_session.pool = nullptr;
   g_session.state.store(kIdle, std::memory_order_release);
 
-  std::string out;
-  auto render = [&] { out = render_trace(in); };
-  if (getg())
-    blocking(render);  // symbolization recurses deeper than a goroutine stack allows
-  else
-    render();
-  return out;
+  // Symbolization recurses deeper than a goroutine stack allows: on the thread stack.
+  return blocking([&] { return render_trace(in); });
 }
 
 std::array<int64_t, kSchedLatencyBuckets> sched_latency_bounds_ns() {

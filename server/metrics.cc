@@ -43,12 +43,6 @@ route_metrics::~route_metrics() {
   v.erase(std::remove(v.begin(), v.end(), this), v.end());
 }
 
-int this_thread_stripe() {
-  static std::atomic<int> next{0};
-  thread_local int mine = next.fetch_add(1, std::memory_order_relaxed) % kStripes;
-  return mine;
-}
-
 void route_metrics::observe(std::string_view method, int status, std::chrono::nanoseconds took) {
   stripe& st = stripes_[static_cast<std::size_t>(this_thread_stripe())];
   if (status < 100 || status > 999) status = 0;

@@ -29,7 +29,11 @@ namespace weft::http {
 // own cache line (threads take stripes round-robin), and a read sums the stripes. One
 // shared atomic would bounce its line between cores on every request.
 inline constexpr int kStripes = 16;
-int this_thread_stripe();
+inline int this_thread_stripe() {
+  static std::atomic<int> next{0};
+  thread_local int mine = next.fetch_add(1, std::memory_order_relaxed) % kStripes;
+  return mine;
+}
 
 class striped_counter {
  public:

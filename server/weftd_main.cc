@@ -86,43 +86,27 @@ int main(int argc, char** argv) {
   CLI::App app{"weftd: HTTP/1.1 task-execution server on the weft runtime"};
   std::string config_file;
   bool print_config = false;
-  std::string listen, access_log, access_log_format, log_level, grace, rht, idle, handler_timeout, debug_listen, debug_allow;
-  int max_procs = 0;
-  uint64_t mem_profile_rate = 0;
   bool reuse_port = false;
+  config::flag_values flags;  // a flag left out stays unset: the file and environment decide
   app.add_option("--config", config_file, "TOML configuration file")->check(CLI::ExistingFile);
-  app.add_option("--listen", listen, "HOST:PORT to serve on (default 127.0.0.1:8080)");
-  app.add_option("--max-procs", max_procs, "number of Ps (0: WEFT_MAXPROCS, else CPUs within the cgroup quota)");
-  app.add_option("--access-log", access_log, "off, stdout, or a file path (default off)");
-  app.add_option("--access-log-format", access_log_format, "text or json (default text)");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off (default info)");
-  app.add_option("--shutdown-grace", grace, "time active requests get on SIGTERM (default 25s)");
-  app.add_option("--read-header-timeout", rht, "time to read request headers (default 10s)");
-  app.add_option("--idle-timeout", idle, "keep-alive idle timeout (default 120s)");
-  app.add_option("--handler-timeout", handler_timeout, "request deadline (default 30s)");
+  app.add_option("--listen", flags.listen, "HOST:PORT to serve on (default 127.0.0.1:8080)");
+  app.add_option("--max-procs", flags.max_procs, "number of Ps (0: WEFT_MAXPROCS, else CPUs within the cgroup quota)");
+  app.add_option("--access-log", flags.access_log, "off, stdout, or a file path (default off)");
+  app.add_option("--access-log-format", flags.access_log_format, "text or json (default text)");
+  app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error, off (default info)");
+  app.add_option("--shutdown-grace", flags.shutdown_grace, "time active requests get on SIGTERM (default 25s)");
+  app.add_option("--read-header-timeout", flags.read_header_timeout, "time to read request headers (default 10s)");
+  app.add_option("--idle-timeout", flags.idle_timeout, "keep-alive idle timeout (default 120s)");
+  app.add_option("--handler-timeout", flags.handler_timeout, "request deadline (default 30s)");
   app.add_flag("--reuse-port", reuse_port, "SO_REUSEPORT: several weftd processes share the port");
-  app.add_option("--debug-listen", debug_listen, "separate HOST:PORT for /debug endpoints");
-  app.add_option("--debug-allow", debug_allow, "CIDRs allowed to reach /debug (default loopback)");
-  app.add_option("--mem-profile-rate", mem_profile_rate,
+  app.add_option("--debug-listen", flags.debug_listen, "separate HOST:PORT for /debug endpoints");
+  app.add_option("--debug-allow", flags.debug_allow, "CIDRs allowed to reach /debug (default loopback)");
+  app.add_option("--mem-profile-rate", flags.mem_profile_rate,
                  "heap profile: one sample per N bytes allocated, 0 off (default 524288)");
   app.add_flag("--print-config", print_config, "print the effective configuration (TOML) and exit");
   CLI11_PARSE(app, argc, argv);
   const std::vector<std::string> argv_copy(argv, argv + argc);
-
-  config::flag_values flags;
-  if (app.count("--listen")) flags.listen = listen;
-  if (app.count("--max-procs")) flags.max_procs = max_procs;
-  if (app.count("--access-log")) flags.access_log = access_log;
-  if (app.count("--access-log-format")) flags.access_log_format = access_log_format;
-  if (app.count("--log-level")) flags.log_level = log_level;
-  if (app.count("--shutdown-grace")) flags.shutdown_grace = grace;
-  if (app.count("--read-header-timeout")) flags.read_header_timeout = rht;
-  if (app.count("--idle-timeout")) flags.idle_timeout = idle;
-  if (app.count("--handler-timeout")) flags.handler_timeout = handler_timeout;
   if (app.count("--reuse-port")) flags.reuse_port = reuse_port;
-  if (app.count("--debug-listen")) flags.debug_listen = debug_listen;
-  if (app.count("--debug-allow")) flags.debug_allow = debug_allow;
-  if (app.count("--mem-profile-rate")) flags.mem_profile_rate = mem_profile_rate;
 
   auto loaded = config::load(config_file, flags);
   if (loaded.err) {

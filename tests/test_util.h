@@ -6,8 +6,10 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <regex>
@@ -23,6 +25,24 @@ inline constexpr bool kSanitized = true;
 #else
 inline constexpr bool kSanitized = false;
 #endif
+
+// Runs cmd with sh and returns what it wrote to stdout; *status gets its exit code (-1
+// if it did not exit). run_cmd also captures stderr. Call them on a thread stack (inside
+// blocking() from a goroutine): popen is deep C.
+inline std::string run_cmd_stdout(const std::string& cmd, int* status = nullptr) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  std::size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int st = pclose(p);
+  if (status) *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
+}
+inline std::string run_cmd(const std::string& cmd, int* status = nullptr) {
+  return run_cmd_stdout(cmd + " 2>&1", status);
+}
 
 // Scales a stress count down under the sanitizers, which cost 5-20x per operation.
 inline int stress(int n, int sanitized) { return kSanitized ? sanitized : n; }

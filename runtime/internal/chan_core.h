@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "runtime/internal/ilist.h"
 #include "runtime/internal/lock.h"
 #include "runtime/park.h"
 
@@ -53,12 +54,11 @@ struct sudog {  // one goroutine waiting on one channel (Go's sudog)
 };
 
 struct waitq {
-  sudog* first = nullptr;
-  sudog* last = nullptr;
+  ilist<sudog> q;
 
-  bool empty() const { return first == nullptr; }
-  void enqueue(sudog* s);
-  void remove(sudog* s);
+  bool empty() const { return q.empty(); }
+  void enqueue(sudog* s) { q.push_back(s); }
+  void remove(sudog* s) { q.remove(s); }  // no-op if s is not queued here
   // The first waiter that can be completed: plain waiters, or select waiters whose
   // select this call wins. Select waiters that already lost are dropped.
   sudog* dequeue();

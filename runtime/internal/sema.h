@@ -22,6 +22,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "runtime/internal/ilist.h"
 #include "runtime/internal/lock.h"
 #include "runtime/park.h"
 
@@ -47,15 +48,12 @@ class sema {
   uint32_t waiters() const { return nwait_.load(std::memory_order_relaxed); }
 
  private:
-  void enqueue_locked(sema_waiter* w, bool lifo);
-  bool remove_locked(sema_waiter* w);  // false if w is not queued
   friend struct sema_timeout;
 
   spinlock mu_;
   uint32_t count_ = 0;                 // guarded by mu_
   std::atomic<uint32_t> nwait_{0};     // written under mu_; read racily for stats
-  sema_waiter* head_ = nullptr;        // guarded by mu_
-  sema_waiter* tail_ = nullptr;
+  ilist<sema_waiter> q_;               // guarded by mu_
 };
 
 }  // namespace weft::detail

@@ -23,23 +23,13 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/test_util.h"
+
 extern char** environ;
 
 namespace weft::testing {
 
 using namespace std::chrono_literals;
-
-inline std::string run_cmd(const std::string& cmd, int* status = nullptr) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return out;
-  char buf[4096];
-  std::size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int st = pclose(p);
-  if (status) *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return out;
-}
 
 // A weftd child process. Its stderr goes to a file; the address is read from the
 // "serving on" line.

@@ -671,16 +671,7 @@ TEST(CpuProfile, ForeignSigprofGoesToThePreviousHandler) {
 // The encoded profile as `go tool pprof` sees it: the burners by name, and -tagfocus on a
 // label keeps one goroutine's samples and drops the other's.
 std::string run_pprof(const std::string& dir, const std::string& args) {
-  std::string cmd = "HOME=" + dir + " PPROF_TMPDIR=" + dir + " GOCACHE=" + dir +
-                    "/gocache go tool pprof " + args + " 2>&1";
-  std::string out;
-  if (FILE* f = popen(cmd.c_str(), "r")) {
-    char buf[4096];
-    std::size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-    pclose(f);
-  }
-  return out;
+  return testing::run_cmd("HOME=" + dir + " PPROF_TMPDIR=" + dir + " GOCACHE=" + dir + "/gocache go tool pprof " + args);
 }
 
 TEST(CpuProfile, GoToolPprofReadsTheEncodedProfile) {

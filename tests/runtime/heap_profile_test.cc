@@ -756,12 +756,8 @@ TEST(HeapProfile, StaticInitAndThreadExit) {
 
 // A program that references nothing of the runtime still gets the hooks.
 TEST(HeapProfile, HookLinkedIntoBinaryThatNeverAsksForIt) {
-  FILE* f = popen(WEFT_HEAP_PROBE_BIN " 2>&1", "r");
-  ASSERT_NE(f, nullptr);
-  std::string out;
-  char buf[256];
-  while (std::fgets(buf, sizeof buf, f)) out += buf;
-  int status = pclose(f);
+  int status = -1;
+  std::string out = weft::testing::run_cmd(WEFT_HEAP_PROBE_BIN, &status);
   EXPECT_EQ(status, 0) << out;
   EXPECT_EQ(out, "hooked\n");
 }
@@ -785,13 +781,9 @@ TEST(HeapProfile, GoToolPprofShowsAllocatingFunction) {
   }
   std::string cmd = "cd " + dir.string() + " && HOME=" + dir.string() +
                     " PPROF_TMPDIR=" + dir.string() +
-                    " go tool pprof -sample_index=inuse_space -unit=MB -top heap.pb.gz 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  ASSERT_NE(f, nullptr);
-  std::string out;
-  char buf[512];
-  while (std::fgets(buf, sizeof buf, f)) out += buf;
-  int status = pclose(f);
+                    " go tool pprof -sample_index=inuse_space -unit=MB -top heap.pb.gz";
+  int status = -1;
+  std::string out = weft::testing::run_cmd(cmd, &status);
   std::filesystem::remove_all(dir);
   ASSERT_EQ(status, 0) << out;
   EXPECT_NE(out.find("Type: inuse_space"), std::string::npos) << out;

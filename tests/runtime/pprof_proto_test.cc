@@ -171,13 +171,7 @@ command_result run_command(const std::string& dir, const std::string& cmd) {
   std::string err_path = dir + "/stderr.txt";
   std::string full = "cd " + sh_quote(dir) + " && " + cmd + " 2>" + sh_quote(err_path);
   command_result r;
-  FILE* f = popen(full.c_str(), "r");
-  if (!f) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) r.out.append(buf, n);
-  int st = pclose(f);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.out = testing::run_cmd_stdout(full, &r.status);
   r.err = read_file(err_path);
   return r;
 }

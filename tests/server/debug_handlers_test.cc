@@ -121,14 +121,8 @@ std::string pprof_top(const std::string& proto) {
     std::string d = mkdtemp(dir);
     std::string file = d + "/block.pb.gz";
     std::ofstream(file, std::ios::binary) << proto;
-    std::string cmd = "HOME=" + d + " PPROF_TMPDIR=" + d + " go tool pprof -sample_index=contentions -nodefraction=0 -nodecount=100000 -top " + file + " 2>&1";
-    std::string out;
-    if (FILE* p = popen(cmd.c_str(), "r")) {
-      char buf[4096];
-      std::size_t n;
-      while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-      pclose(p);
-    }
+    std::string out = testing::run_cmd("HOME=" + d + " PPROF_TMPDIR=" + d +
+                                       " go tool pprof -sample_index=contentions -nodefraction=0 -nodecount=100000 -top " + file);
     std::system(("rm -rf " + d).c_str());
     return out;
   });
