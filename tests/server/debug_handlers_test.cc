@@ -52,6 +52,7 @@ struct debug_server {
   ~debug_server() {
     srv->shutdown(2s);
     done.wait();
+    EXPECT_EQ(net::registered_descriptors(), 0) << "descriptors leaked";
   }
   testing::http_response get(const std::string& target) {
     raw_client c(addr);
