@@ -110,8 +110,9 @@ weft::detail::g* poller_poll(int64_t delay, int32_t* n) {
     int mode = 0;
     if (ev.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) mode += 'r';
     if (ev.events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) mode += 'w';
-    if (mode) pd_ready(pd, mode, &list, n);
-    if (ev.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) pd_hangup(pd);
+    bool hangup = ev.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+    if (mode) pd_ready(pd, mode, hangup, &list, n);
+    if (hangup) pd_hangup(pd);
   }
   return list;
 }

@@ -28,8 +28,9 @@ inline ssize_t sys_sendmsg(int fd, const msghdr* msg) { return syscall(SYS_sendm
 
 }  // namespace
 
-std::shared_ptr<netfd> netfd::open(int fd, std::error_code& err) {
+std::shared_ptr<netfd> netfd::open(int fd, std::error_code& err, bool stream) {
   std::shared_ptr<netfd> f(new netfd(fd));
+  f->stream_ = stream;
   f->pd_ = pd_open(fd, &err);
   if (!f->pd_) {
     ::close(fd);
@@ -79,11 +80,24 @@ io_result netfd::read(void* buf, std::size_t n) {
   std::lock_guard<weft::mutex> l(rmu_);
   if (!incref()) return {0, errc::closed};
   io_result r;
+  // Drained by the last read and nothing reported since: wait before the first recv.
+  // Not after a hang-up: an EOF or error queued behind the data is still to be read.
+  bool wait_first = drained_ && pd_read_gen(pd_) == drained_gen_ && !pd_hung_up(pd_);
+  drained_ = false;
   for (;;) {
+    if (wait_first) {
+      wait_first = false;
+      if ((r.err = wait('r'))) break;
+    }
+    uint32_t gen = pd_read_gen(pd_);  // before the recv: later data moves it
     ssize_t k = is_socket_ ? sys_recv(fd_, buf, n) : ::read(fd_, buf, n);
     int e = errno;
     if (k > 0) {
       r.n = static_cast<std::size_t>(k);
+      if (stream_ && r.n < n) {
+        drained_ = true;
+        drained_gen_ = gen;
+      }
       break;
     }
     if (k == 0) {

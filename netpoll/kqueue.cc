@@ -116,8 +116,9 @@ weft::detail::g* poller_poll(int64_t delay, int32_t* n) {
     if (ev.filter == EVFILT_READ) mode += 'r';
     if (ev.filter == EVFILT_WRITE) mode += 'w';
     if (ev.flags & EV_EOF) mode = 'r' + 'w';
-    if (mode) pd_ready(pd, mode, &list, n);
-    if (ev.flags & (EV_EOF | EV_ERROR)) pd_hangup(pd);
+    bool hangup = ev.flags & (EV_EOF | EV_ERROR);
+    if (mode) pd_ready(pd, mode, hangup, &list, n);
+    if (hangup) pd_hangup(pd);
   }
   return list;
 }

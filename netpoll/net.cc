@@ -135,7 +135,7 @@ listener::accepted listener::accept() {
     int fd = fd_->accept(&ss, &len, err);
     if (fd >= 0) {
       if (!is_unix_) set_tcp_options(fd, opts_.no_delay, opts_.keepalive);
-      auto nfd = detail::netfd::open(fd, err);
+      auto nfd = detail::netfd::open(fd, err, /*stream=*/true);
       if (!nfd) return {conn(), err};
       return {conn_access::make(std::move(nfd)), {}};
     }
@@ -249,7 +249,7 @@ dial_result dial_one(const sockaddr* sa, socklen_t len, const context& ctx) {
   if (fd < 0) return {conn(), from_errno(errno)};
   if (sa->sa_family != AF_UNIX) set_tcp_options(fd, true, std::chrono::seconds(15));
   std::error_code err;
-  auto nfd = detail::netfd::open(fd, err);
+  auto nfd = detail::netfd::open(fd, err, /*stream=*/true);
   if (!nfd) return {conn(), err};
   if (auto d = ctx.deadline()) nfd->set_deadline(to_nanotime(*d), 'w');
   // Cancellation: a watcher goroutine expires the write deadline when ctx is done, which

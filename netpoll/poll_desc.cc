@@ -280,7 +280,8 @@ void pd_unwatch_readable(poll_desc* pd) {
   pd->readable_arg = nullptr;
 }
 
-void pd_ready(poll_desc* pd, int mode, g** list, int32_t* n) {
+void pd_ready(poll_desc* pd, int mode, bool hangup, g** list, int32_t* n) {
+  if (hangup) pd->hup_seen.store(true, std::memory_order_seq_cst);
   auto push = [&](g* gp) {
     if (!gp) return;
     gp->sched_link = *list;
@@ -288,6 +289,7 @@ void pd_ready(poll_desc* pd, int mode, g** list, int32_t* n) {
     (*n)++;
   };
   if (mode == 'r' || mode == 'r' + 'w') {
+    pd->rgen.fetch_add(1, std::memory_order_acq_rel);  // before the wakeup it explains
     push(unblock(pd, 'r', true));
     fire_readable(pd);
   }

@@ -52,6 +52,7 @@ struct poll_desc {
   std::atomic<uintptr_t> rg{kNil};
   std::atomic<uintptr_t> wg{kNil};
   std::atomic<uint32_t> fdseq{0};      // tag carried in poller events
+  std::atomic<uint32_t> rgen{0};       // bumped by every read-side readiness report
 
   weft::detail::lock mu;               // guards everything below
   bool closing = false;
@@ -95,8 +96,15 @@ wait_result pd_wait(poll_desc* pd, int mode);
 // deadline: nanotime; 0 clears; in the past expires at once. mode 'r', 'w' or 'r'+'w'.
 void pd_set_deadline(poll_desc* pd, int64_t deadline, int mode);
 
+// Moves whenever the poller reports the read side ready (netfd's drained reads).
+inline uint32_t pd_read_gen(const poll_desc* pd) { return pd->rgen.load(std::memory_order_acquire); }
+// The peer shut down or the socket failed: a read may return EOF or an error at once.
+inline bool pd_hung_up(const poll_desc* pd) { return pd->hup_seen.load(std::memory_order_acquire); }
+
 // The poller reports readiness (mode 'r', 'w' or 'r'+'w') and collects goroutines.
-void pd_ready(poll_desc* pd, int mode, weft::detail::g** list, int32_t* n);
+// hangup: the same event says the peer shut down or the socket failed (recorded before
+// the read side moves, so a drained read never waits for an EOF already queued).
+void pd_ready(poll_desc* pd, int mode, bool hangup, weft::detail::g** list, int32_t* n);
 // The poller saw the peer shut down or an error: runs the hang-up watch, if any.
 void pd_hangup(poll_desc* pd);
 // Calls cb(arg) from the poller when the connection hangs up (at once if it already

@@ -930,7 +930,6 @@ void inject_glist(g* head, int32_t n) {
   int32_t idle = sched.npidle.load();
   // The first min(idle, n) (all of them without a P) go global, an M each.
   int32_t k = pp ? (idle < n ? idle : n) : n;
-  int32_t started = k < idle ? k : idle;
   if (k > 0) {
     lock_guard l(sched.mu);
     for (int32_t i = 0; i < k && head; i++) {
@@ -943,7 +942,13 @@ void inject_glist(g* head, int32_t n) {
       globrunq_put_locked(x);
     }
   }
-  for (int32_t i = 0; i < started; i++) startm(nullptr, false);
+  // Count the idle Ps again, now that the batch is queued: an M that gave up its P
+  // before the batch arrived is idle by now (Go's startIdle), and one that gives it up
+  // later looks at the global queue first, under sched.mu.
+  if (k > 0) {
+    idle = sched.npidle.load(std::memory_order_seq_cst);
+    for (int32_t i = 0; i < k && i < idle; i++) startm(nullptr, false);
+  }
   while (head) {
     g* x = head;
     head = head->sched_link;
