@@ -3,6 +3,8 @@
 // Every test ends with no goroutine and no registered descriptor left.
 #include <signal.h>
 #include <spawn.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "netpoll/net.h"
+#include "netpoll/poller.h"
 #include "runtime/chan.h"
 #include "runtime/timer.h"
 #include "runtime/mutex.h"
@@ -360,6 +363,54 @@ TEST(Net, HalfCloseLetsThePeerReadEofAndStillAnswer) {
   });
 }
 
+
+// After a short read a stream socket's next read parks without a recv (fd.h). It must
+// still see data that arrives later, and an EOF or reset queued behind data whose
+// readiness the poller reported before the short read.
+TEST(Net, ReadAfterAShortReadSeesLaterDataAndAQueuedEof) {
+  run_net([] {
+    auto [ln, err] = listen("127.0.0.1:0");
+    ASSERT_FALSE(err);
+    chan<int> step(0);
+    wait_group wg;
+    wg.add(1);
+    weft::go([ln, step, &wg]() mutable {
+      auto [c, err] = ln.accept();
+      char buf[64];
+      c.set_read_deadline(in(10s));  // a missed wakeup fails as a timeout, not a hang
+      for (int round = 0; round < 100; round++) {
+        auto r = c.read(buf, sizeof buf);  // short: 1 byte of 64
+        EXPECT_FALSE(r.err) << "round " << round << ": " << r.err.message();
+        EXPECT_EQ(r.n, 1u);
+        step.send(round);  // the client writes the next byte only now
+      }
+      // Drained: this read parks, and wakes for one segment that carries both a byte
+      // and the FIN. The wakeup consumes the readiness; the EOF must still be read.
+      auto r = c.read(buf, sizeof buf);
+      EXPECT_FALSE(r.err);
+      EXPECT_EQ(r.n, 1u);
+      r = c.read(buf, sizeof buf);
+      EXPECT_EQ(r.err, errc::eof) << r.err.message();
+      c.close();
+      wg.done();
+    });
+    auto [c, derr] = dial(ln.address(), 2s);
+    ASSERT_FALSE(derr);
+    for (int round = 0; round < 100; round++) {
+      ASSERT_FALSE(c.write("x").err);
+      EXPECT_EQ(step.recv().value, round);
+    }
+    // Once the server's read is parked, send a byte and the FIN in one segment (corked).
+    while (detail::poller_waiters() == 0) weft::yield();
+    int one = 1;
+    ASSERT_EQ(setsockopt(c.native_handle(), IPPROTO_TCP, TCP_CORK, &one, sizeof one), 0);
+    ASSERT_FALSE(c.write("y").err);
+    ASSERT_FALSE(c.close_write());
+    wg.wait();
+    c.close();
+    ln.close();
+  });
+}
 TEST(Net, Transfers100MegabytesIntact) {
   run_net([] {
     echo_server srv;
