@@ -1,6 +1,7 @@
 // Channels and select: the type-erased core. See runtime/internal/chan_core.h for the
 // invariants and runtime/chan.h for the semantics.
 #include <cstdlib>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <vector>
@@ -14,7 +15,7 @@ namespace weft::detail {
 // ---------------------------------------------------------------------------------------
 // Wait queues.
 
-sudog* waitq::dequeue() {
+sudog* waitq::dequeue_slow() {
   while (sudog* s = q.head) {
     q.remove(s);
     if (s->sel) {
@@ -237,8 +238,12 @@ bool unlock_all_commit(goroutine_ref, void* arg) {
 }
 
 uint32_t select_rand() {
-  // A per-thread xorshift: only used to shuffle poll order.
-  thread_local uint64_t x = reinterpret_cast<uintptr_t>(&x) ^ static_cast<uint64_t>(nanotime());
+  // A per-thread xorshift: only used to shuffle poll order. Constant-initialized, so
+  // reading it needs no TLS guard; seeded on first use. (select_go calls this only before
+  // it may park, so a thread-local address cached across a migration is never used.)
+  thread_local uint64_t x = 0;
+  if (x == 0) [[unlikely]]
+    x = (reinterpret_cast<uintptr_t>(&x) ^ static_cast<uint64_t>(nanotime())) | 1;
   x ^= x << 13;
   x ^= x >> 7;
   x ^= x << 17;
@@ -290,15 +295,15 @@ int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
   constexpr int kInline = 8;
   int poll_buf[kInline];
   chan_core* lock_buf[kInline];
-  std::vector<int> poll_vec;
-  std::vector<chan_core*> lock_vec;
+  std::unique_ptr<int[]> poll_heap;
+  std::unique_ptr<chan_core*[]> lock_heap;
   int* poll = poll_buf;
   chan_core** order = lock_buf;
-  if (n > kInline) {
-    poll_vec.resize(n);
-    lock_vec.resize(n);
-    poll = poll_vec.data();
-    order = lock_vec.data();
+  if (n > kInline) [[unlikely]] {
+    poll_heap.reset(new int[n]);
+    lock_heap.reset(new chan_core*[n]);
+    poll = poll_heap.get();
+    order = lock_heap.get();
   }
 
   // Poll order: a uniformly random permutation of the non-nil cases (Fisher-Yates), so
@@ -306,7 +311,8 @@ int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
   int np = 0;
   for (int i = 0; i < n; i++) {
     if (!cases[i].c) continue;
-    int j = static_cast<int>(select_rand() % static_cast<uint32_t>(np + 1));
+    // Uniform in [0, np] by multiply-shift (no division on the hot path).
+    int j = static_cast<int>((uint64_t{select_rand()} * static_cast<uint32_t>(np + 1)) >> 32);
     poll[np] = poll[j];
     poll[j] = i;
     np++;
@@ -317,10 +323,13 @@ int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
   }
 
   // Fast path: in poll order, lock one channel at a time and take the first case that
-  // can proceed. Equivalent to pass 1 below (each case is judged under its own lock,
-  // in the same random order); it just avoids locking every channel when one is ready.
+  // can proceed, skipping buffered channels that a peek shows cannot. It avoids locking
+  // every channel when one is ready. When none is, pass 1 below judges all cases again
+  // with every channel locked at once, so that "nothing was ready" (the default case, or
+  // parking) holds at one instant, as in Go.
   for (int k = 0; k < np; k++) {
     select_case& sc = cases[poll[k]];
+    if (sc.c->surely_blocks(sc.is_send)) continue;
     goroutine_ref wake;
     bool panic = false;
     sc.c->mu.acquire();
@@ -332,7 +341,6 @@ int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
       return poll[k];
     }
   }
-  if (!block) return -1;
 
   // Lock order: by address, each channel once (several cases may share one).
   int nl = 0;
@@ -359,14 +367,18 @@ int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
       return i;
     }
   }
+  if (!block) {
+    unlock_all(order, nl);
+    return -1;
+  }
 
   // Pass 2: wait on every case at once.
-  std::vector<sudog> sg_vec;
+  std::unique_ptr<sudog[]> sg_heap;
   sudog sg_buf[kInline];
   sudog* sgs = sg_buf;
-  if (n > kInline) {
-    sg_vec.resize(n);
-    sgs = sg_vec.data();
+  if (n > kInline) [[unlikely]] {
+    sg_heap.reset(new sudog[n]);
+    sgs = sg_heap.get();
   }
   select_state st;
   goroutine_ref self = current_goroutine();

@@ -638,7 +638,8 @@ top:
   p* pp = mp->pp;
   int64_t now = 0;
   bool ran = false;
-  int64_t poll_until = check_timers(pp, now, &ran);
+  // No timers on this P (the common case of a hand-off): skip the call.
+  int64_t poll_until = pp->timers.first_when.load(std::memory_order_acquire) == 0 ? 0 : check_timers(pp, now, &ran);
 
   // Fairness: every 61st schedule look at the global queue first.
   if (pp->schedtick.load(std::memory_order_relaxed) % 61 == 0 &&
@@ -977,9 +978,11 @@ void ready_g(g* gp, bool next) {
   // Without a running P (a foreign thread, sysmon, an M in a blocking call) the
   // goroutine is in flight until it is on the global queue: keep checkdead off.
   if (!own_p) sched.in_flight.fetch_add(1, std::memory_order_seq_cst);
-  gstatus expect = gstatus::waiting;
-  if (!gp->status.compare_exchange_strong(expect, gstatus::runnable, std::memory_order_acq_rel))
-    throw_("ready: goroutine is not waiting");
+  // Only the one waker that took gp off a wait queue (under that queue's lock, which the
+  // park's commit released after publishing `waiting`) gets here, so a plain store does:
+  // nobody else writes the status of a waiting goroutine.
+  if (gp->status.load(std::memory_order_acquire) != gstatus::waiting) throw_("ready: goroutine is not waiting");
+  gp->status.store(gstatus::runnable, std::memory_order_release);
   note_runnable(gp);
   trace_go_ready(mp, own_p ? pp : nullptr, gp);
   if (own_p) {

@@ -90,6 +90,7 @@ void globrunq_clear_locked() {
 
 bool runqput(p* pp, g* gp, bool next) {
   if (next) {
+    pp->runnext_puts.store(pp->runnext_puts.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     g* old = pp->runnext.load(std::memory_order_relaxed);
     while (!pp->runnext.compare_exchange_weak(old, gp, std::memory_order_release,
                                               std::memory_order_relaxed)) {
@@ -151,7 +152,17 @@ uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool stea
             // as Go does with usleep(3) (timer slack makes it ~50us): we stay counted as
             // spinning meanwhile, so the readies that keep happening in a ping-pong do
             // not each pay a futex wake for a thread that has nothing to take.
+            uint32_t puts = pp->runnext_puts.load(std::memory_order_relaxed);
             usleep(3);
+            // runnext was refilled meanwhile: the victim is handing off synchronously
+            // (a ping-pong, or a producer waking its consumer batch after batch) and
+            // runs each one itself within the sleep. Taking one now would split the
+            // pair across Ps, where every hand-off becomes a cross-core wakeup and
+            // every channel operation a cache-line transfer. Only a goroutine that sat
+            // in runnext the whole sleep is taken.
+            if (pp->runnext_puts.load(std::memory_order_relaxed) != puts) return 0;
+            next = pp->runnext.load(std::memory_order_acquire);
+            if (!next) continue;
           }
           if (!pp->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acq_rel)) continue;
           batch[batch_head % kRunqSize].store(next, std::memory_order_relaxed);

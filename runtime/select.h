@@ -40,15 +40,20 @@ namespace detail {
 
 struct no_callback {};
 
+// A case names its channel by core pointer. A case built from a temporary handle
+// (`case_recv(ctx.done(), ...)`) also keeps that handle, moved in, so the channel lives
+// as long as the case; one built from a named handle copies nothing (a copy would cost
+// two atomic reference-count updates per case per select).
 template <class T, class F>
 struct recv_case {
-  chan<T> c;
+  chan_core* c;
+  chan<T> keep;
   T* out;
   bool* ok;
   F fn;
   recv_slot<T> slot;
 
-  select_case core() { return {c.core(), false, slot.get()}; }
+  select_case core() { return {c, false, slot.get()}; }
   void complete(bool received) {
     if constexpr (std::is_same_v<F, no_callback>) {
       if (received)
@@ -67,11 +72,12 @@ struct recv_case {
 
 template <class T, class F>
 struct send_case {
-  chan<T> c;
+  chan_core* c;
+  chan<T> keep;
   T value;
   F fn;
 
-  select_case core() { return {c.core(), true, &value}; }
+  select_case core() { return {c, true, &value}; }
   void complete(bool) {
     if constexpr (!std::is_same_v<F, no_callback>) fn();
   }
@@ -95,23 +101,39 @@ struct is_default<default_case_t<F>> : std::true_type {};
 // Receive into `out` (and `*ok`: false if the channel is closed).
 template <class T>
 detail::recv_case<T, detail::no_callback> case_recv(const chan<T>& c, T& out, bool* ok = nullptr) {
-  return {c, &out, ok, {}, {}};
+  return {c.core(), {}, &out, ok, {}, {}};
+}
+template <class T>
+detail::recv_case<T, detail::no_callback> case_recv(chan<T>&& c, T& out, bool* ok = nullptr) {
+  return {c.core(), std::move(c), &out, ok, {}, {}};
 }
 // Send `value` (moved into the channel only if this case is chosen).
 template <class T, class U>
 detail::send_case<T, detail::no_callback> case_send(const chan<T>& c, U&& value) {
-  return {c, T(std::forward<U>(value)), {}};
+  return {c.core(), {}, T(std::forward<U>(value)), {}};
+}
+template <class T, class U>
+detail::send_case<T, detail::no_callback> case_send(chan<T>&& c, U&& value) {
+  return {c.core(), std::move(c), T(std::forward<U>(value)), {}};
 }
 inline detail::default_case_t<detail::no_callback> case_default() { return {{}}; }
 
 // Callback forms: fn(T value, bool ok) for receives, fn() for sends and default.
 template <class T, class F>
 detail::recv_case<T, std::decay_t<F>> on_recv(const chan<T>& c, F&& fn) {
-  return {c, nullptr, nullptr, std::forward<F>(fn), {}};
+  return {c.core(), {}, nullptr, nullptr, std::forward<F>(fn), {}};
+}
+template <class T, class F>
+detail::recv_case<T, std::decay_t<F>> on_recv(chan<T>&& c, F&& fn) {
+  return {c.core(), std::move(c), nullptr, nullptr, std::forward<F>(fn), {}};
 }
 template <class T, class U, class F>
 detail::send_case<T, std::decay_t<F>> on_send(const chan<T>& c, U&& value, F&& fn) {
-  return {c, T(std::forward<U>(value)), std::forward<F>(fn)};
+  return {c.core(), {}, T(std::forward<U>(value)), std::forward<F>(fn)};
+}
+template <class T, class U, class F>
+detail::send_case<T, std::decay_t<F>> on_send(chan<T>&& c, U&& value, F&& fn) {
+  return {c.core(), std::move(c), T(std::forward<U>(value)), std::forward<F>(fn)};
 }
 template <class F>
 detail::default_case_t<std::decay_t<F>> on_default(F&& fn) {

@@ -61,7 +61,8 @@ struct waitq {
   void remove(sudog* s) { q.remove(s); }  // no-op if s is not queued here
   // The first waiter that can be completed: plain waiters, or select waiters whose
   // select this call wins. Select waiters that already lost are dropped.
-  sudog* dequeue();
+  sudog* dequeue() { return q.empty() ? nullptr : dequeue_slow(); }
+  sudog* dequeue_slow();
 };
 
 struct elem_ops {
@@ -69,6 +70,24 @@ struct elem_ops {
   std::size_t align;
   void (*move_construct)(void* dst, void* src);  // dst uninitialized; src stays valid
   void (*destroy)(void* p);
+};
+
+// A word written only under chan_core::mu but also read without it (select's peek):
+// relaxed atomic accesses, which compile to plain moves.
+template <class T>
+class locked_word {
+ public:
+  explicit locked_word(T v) : v_(v) {}
+  operator T() const { return v_.load(std::memory_order_relaxed); }
+  locked_word& operator=(T v) {
+    v_.store(v, std::memory_order_relaxed);
+    return *this;
+  }
+  void operator++(int) { v_.store(v_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+  void operator--(int) { v_.store(v_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed); }
+
+ private:
+  std::atomic<T> v_;
 };
 
 struct chan_core {
@@ -82,13 +101,22 @@ struct chan_core {
   std::atomic<int32_t> refs{1};  // handles sharing this channel
 
   spinlock mu;                   // held for a few dozen instructions, never across a park
-  uint32_t count = 0;            // values in buf
+  locked_word<uint32_t> count{0};  // values in buf
   uint32_t sendx = 0;            // next slot to fill
   uint32_t recvx = 0;            // next slot to drain
-  bool closed = false;
+  locked_word<bool> closed{false};
   waitq recvq;
   waitq sendq;
   unsigned char* buf = nullptr;
+
+  // Without the lock: true if a buffered channel is surely not ready for this operation
+  // right now (empty for a receive, full for a send, and not closed). Invariants: an empty
+  // buffer has no waiting sender, a full one no waiting receiver. A hint: it may change
+  // the moment after.
+  bool surely_blocks(bool is_send) const {
+    if (cap == 0 || closed) return false;
+    return is_send ? count == cap : count == 0;
+  }
 
   void* slot(uint32_t i) { return buf + static_cast<std::size_t>(i) * ops->size; }
 

@@ -42,6 +42,7 @@ struct alignas(64) p {
   alignas(64) std::atomic<uint32_t> runq_head{0};
   std::atomic<uint32_t> runq_tail{0};
   std::atomic<g*> runnext{nullptr};
+  std::atomic<uint32_t> runnext_puts{0};  // bumped by every runqput into runnext (owner)
   std::atomic<g*> runq[kRunqSize];
 
   // Goroutine ids, taken from the global generator 16 at a time.
