@@ -14,10 +14,10 @@
 
 #include "runtime/chan.h"
 #include "runtime/context.h"
-#include "runtime/internal/sema.h"
 #include "runtime/mutex.h"
 #include "runtime/select.h"
 #include "runtime/runtime.h"
+#include "runtime/sched_stats.h"
 #include "runtime/wait_group.h"
 
 namespace {
@@ -64,20 +64,31 @@ double yield_loop(int n) {
   return ns;
 }
 
-// RSS growth / n after n goroutines have parked on one object.
+// RSS growth / n after n goroutines have parked on one channel (all parked when measured).
 double parked_bytes(int n) {
-  weft::detail::sema gate;
+  weft::chan<int> gate(0);
   weft::wait_group done;
+  std::atomic<int> started{0};
   done.add(n);
   long before = rss_bytes();
   for (int i = 0; i < n; i++)
     weft::go([&] {
-      gate.acquire(weft::wait_reason::semacquire);
+      started.fetch_add(1, std::memory_order_relaxed);
+      gate.recv();
       done.done();
     });
-  while (gate.waiters() < static_cast<uint32_t>(n)) weft::sleep_for(std::chrono::milliseconds(1));
+  // Every goroutine has run to its receive once nothing is queued to run; the few that
+  // are between the count and the park get a moment more (as the Go peer does).
+  auto queued = [] {
+    auto st = weft::read_sched_stats();
+    int64_t q = st.global_runq;
+    for (int32_t l : st.local_runq) q += l;
+    return q;
+  };
+  while (started.load() < n || queued() > 0) weft::sleep_for(std::chrono::milliseconds(1));
+  weft::sleep_for(std::chrono::milliseconds(50));
   double per = double(rss_bytes() - before) / n;
-  gate.release(n);
+  gate.close();
   done.wait();
   return per;
 }
