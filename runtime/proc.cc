@@ -978,11 +978,9 @@ void ready_g(g* gp, bool next) {
   // Without a running P (a foreign thread, sysmon, an M in a blocking call) the
   // goroutine is in flight until it is on the global queue: keep checkdead off.
   if (!own_p) sched.in_flight.fetch_add(1, std::memory_order_seq_cst);
-  // Only the one waker that took gp off a wait queue (under that queue's lock, which the
-  // park's commit released after publishing `waiting`) gets here, so a plain store does:
-  // nobody else writes the status of a waiting goroutine.
-  if (gp->status.load(std::memory_order_acquire) != gstatus::waiting) throw_("ready: goroutine is not waiting");
-  gp->status.store(gstatus::runnable, std::memory_order_release);
+  gstatus expect = gstatus::waiting;
+  if (!gp->status.compare_exchange_strong(expect, gstatus::runnable, std::memory_order_acq_rel))
+    throw_("ready: goroutine is not waiting");
   note_runnable(gp);
   trace_go_ready(mp, own_p ? pp : nullptr, gp);
   if (own_p) {
