@@ -111,7 +111,7 @@ weft::detail::g* poller_poll(int64_t delay, int32_t* n) {
     if (ev.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) mode += 'r';
     if (ev.events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) mode += 'w';
     bool hangup = ev.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
-    if (mode) pd_ready(pd, mode, hangup, &list, n);
+    if (mode || hangup) pd_ready(pd, mode, hangup, &list, n);
     if (hangup) pd_hangup(pd);
   }
   return list;

@@ -117,7 +117,7 @@ weft::detail::g* poller_poll(int64_t delay, int32_t* n) {
     if (ev.filter == EVFILT_WRITE) mode += 'w';
     if (ev.flags & EV_EOF) mode = 'r' + 'w';
     bool hangup = ev.flags & (EV_EOF | EV_ERROR);
-    if (mode) pd_ready(pd, mode, hangup, &list, n);
+    if (mode || hangup) pd_ready(pd, mode, hangup, &list, n);
     if (hangup) pd_hangup(pd);
   }
   return list;

@@ -297,7 +297,7 @@ void pd_ready(poll_desc* pd, int mode, bool hangup, g** list, int32_t* n) {
 }
 
 void pd_hangup(poll_desc* pd) {
-  pd->hup_seen.store(true, std::memory_order_seq_cst);
+  // hup_seen was set by pd_ready(hangup), before this (seq_cst: watch_hangup's Dekker).
   weft::detail::spin_guard l(pd->hup_mu);
   if (pd->on_hup) pd->on_hup(pd->hup_arg);
 }

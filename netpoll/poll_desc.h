@@ -105,7 +105,8 @@ inline bool pd_hung_up(const poll_desc* pd) { return pd->hup_seen.load(std::memo
 // hangup: the same event says the peer shut down or the socket failed (recorded before
 // the read side moves, so a drained read never waits for an EOF already queued).
 void pd_ready(poll_desc* pd, int mode, bool hangup, weft::detail::g** list, int32_t* n);
-// The poller saw the peer shut down or an error: runs the hang-up watch, if any.
+// The poller saw the peer shut down or an error, and told pd_ready so first: runs the
+// hang-up watch, if any.
 void pd_hangup(poll_desc* pd);
 // Calls cb(arg) from the poller when the connection hangs up (at once if it already
 // has). cb runs on a scheduler thread: it must not block. Unwatching waits for a call in

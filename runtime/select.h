@@ -98,42 +98,37 @@ struct is_default<default_case_t<F>> : std::true_type {};
 
 }  // namespace detail
 
+namespace detail {
+// What a case keeps of the handle it was given: nothing for a named handle, the handle
+// itself (moved) for a temporary.
+template <class T>
+chan<T> keep_if_temporary(const chan<T>&) { return {}; }
+template <class T>
+chan<T> keep_if_temporary(chan<T>&& c) { return std::move(c); }
+template <class Ch>
+using chan_elem = typename std::remove_cvref_t<Ch>::value_type;
+}  // namespace detail
+
 // Receive into `out` (and `*ok`: false if the channel is closed).
-template <class T>
-detail::recv_case<T, detail::no_callback> case_recv(const chan<T>& c, T& out, bool* ok = nullptr) {
-  return {c.core(), {}, &out, ok, {}, {}};
-}
-template <class T>
-detail::recv_case<T, detail::no_callback> case_recv(chan<T>&& c, T& out, bool* ok = nullptr) {
-  return {c.core(), std::move(c), &out, ok, {}, {}};
+template <class Ch, class T = detail::chan_elem<Ch>>
+detail::recv_case<T, detail::no_callback> case_recv(Ch&& c, T& out, bool* ok = nullptr) {
+  return {c.core(), detail::keep_if_temporary(std::forward<Ch>(c)), &out, ok, {}, {}};
 }
 // Send `value` (moved into the channel only if this case is chosen).
-template <class T, class U>
-detail::send_case<T, detail::no_callback> case_send(const chan<T>& c, U&& value) {
-  return {c.core(), {}, T(std::forward<U>(value)), {}};
-}
-template <class T, class U>
-detail::send_case<T, detail::no_callback> case_send(chan<T>&& c, U&& value) {
-  return {c.core(), std::move(c), T(std::forward<U>(value)), {}};
+template <class Ch, class U, class T = detail::chan_elem<Ch>>
+detail::send_case<T, detail::no_callback> case_send(Ch&& c, U&& value) {
+  return {c.core(), detail::keep_if_temporary(std::forward<Ch>(c)), T(std::forward<U>(value)), {}};
 }
 inline detail::default_case_t<detail::no_callback> case_default() { return {{}}; }
 
 // Callback forms: fn(T value, bool ok) for receives, fn() for sends and default.
-template <class T, class F>
-detail::recv_case<T, std::decay_t<F>> on_recv(const chan<T>& c, F&& fn) {
-  return {c.core(), {}, nullptr, nullptr, std::forward<F>(fn), {}};
+template <class Ch, class F, class T = detail::chan_elem<Ch>>
+detail::recv_case<T, std::decay_t<F>> on_recv(Ch&& c, F&& fn) {
+  return {c.core(), detail::keep_if_temporary(std::forward<Ch>(c)), nullptr, nullptr, std::forward<F>(fn), {}};
 }
-template <class T, class F>
-detail::recv_case<T, std::decay_t<F>> on_recv(chan<T>&& c, F&& fn) {
-  return {c.core(), std::move(c), nullptr, nullptr, std::forward<F>(fn), {}};
-}
-template <class T, class U, class F>
-detail::send_case<T, std::decay_t<F>> on_send(const chan<T>& c, U&& value, F&& fn) {
-  return {c.core(), {}, T(std::forward<U>(value)), std::forward<F>(fn)};
-}
-template <class T, class U, class F>
-detail::send_case<T, std::decay_t<F>> on_send(chan<T>&& c, U&& value, F&& fn) {
-  return {c.core(), std::move(c), T(std::forward<U>(value)), std::forward<F>(fn)};
+template <class Ch, class U, class F, class T = detail::chan_elem<Ch>>
+detail::send_case<T, std::decay_t<F>> on_send(Ch&& c, U&& value, F&& fn) {
+  return {c.core(), detail::keep_if_temporary(std::forward<Ch>(c)), T(std::forward<U>(value)), std::forward<F>(fn)};
 }
 template <class F>
 detail::default_case_t<std::decay_t<F>> on_default(F&& fn) {
