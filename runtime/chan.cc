@@ -237,17 +237,18 @@ bool unlock_all_commit(goroutine_ref, void* arg) {
   return true;
 }
 
-uint32_t select_rand() {
-  // A per-thread xorshift: only used to shuffle poll order. Constant-initialized, so
-  // reading it needs no TLS guard; seeded on first use. (select_go calls this only before
-  // it may park, so a thread-local address cached across a migration is never used.)
+// A random seed per select, for the poll order. A per-thread xorshift state, constant-
+// initialized so reading it needs no TLS guard, seeded on first use. (select_go calls
+// this before it may park, so a thread-local address cached across a migration is never
+// used.)
+uint64_t select_seed() {
   thread_local uint64_t x = 0;
   if (x == 0) [[unlikely]]
     x = (reinterpret_cast<uintptr_t>(&x) ^ static_cast<uint64_t>(nanotime())) | 1;
   x ^= x << 13;
   x ^= x >> 7;
   x ^= x << 17;
-  return static_cast<uint32_t>(x >> 16);
+  return x;
 }
 
 }  // namespace
@@ -290,29 +291,24 @@ bool try_case_locked(select_case& sc, bool* recv_ok, goroutine_ref* wake, bool* 
   return false;
 }
 
-int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
-  // Small selects (the common case) keep their bookkeeping on the stack.
-  constexpr int kInline = 8;
-  int poll_buf[kInline];
-  chan_core* lock_buf[kInline];
-  std::unique_ptr<int[]> poll_heap;
-  std::unique_ptr<chan_core*[]> lock_heap;
-  int* poll = poll_buf;
-  chan_core** order = lock_buf;
-  if (n > kInline) [[unlikely]] {
-    poll_heap.reset(new int[n]);
-    lock_heap.reset(new chan_core*[n]);
-    poll = poll_heap.get();
-    order = lock_heap.get();
-  }
+namespace {
 
+int select_locked(select_case* cases, int n, const int* poll, int np, bool block, bool* recv_ok);
+
+// The part of select that completes a ready case, with poll[] supplied by the caller
+// (on its stack for small selects). Kept small so that a select that finds a case ready
+// pays no more than it needs: everything about waiting is in select_locked.
+[[gnu::always_inline]] inline int select_fast(select_case* cases, int n, int* poll, bool block, bool* recv_ok) {
   // Poll order: a uniformly random permutation of the non-nil cases (Fisher-Yates), so
-  // that among ready cases each is picked with equal probability.
+  // that among ready cases each is picked with equal probability. One seed per select;
+  // each case draws the high half of the next step of a 64-bit LCG from it, scaled to
+  // [0, np] by multiply-shift (no division on the hot path).
+  uint64_t x = select_seed();
   int np = 0;
   for (int i = 0; i < n; i++) {
     if (!cases[i].c) continue;
-    // Uniform in [0, np] by multiply-shift (no division on the hot path).
-    int j = static_cast<int>((uint64_t{select_rand()} * static_cast<uint32_t>(np + 1)) >> 32);
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    int j = static_cast<int>(((x >> 32) * static_cast<uint32_t>(np + 1)) >> 32);
     poll[np] = poll[j];
     poll[j] = i;
     np++;
@@ -322,11 +318,11 @@ int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
     block_forever(wait_reason::select_no_cases);
   }
 
-  // Fast path: in poll order, lock one channel at a time and take the first case that
-  // can proceed, skipping buffered channels that a peek shows cannot. It avoids locking
-  // every channel when one is ready. When none is, pass 1 below judges all cases again
-  // with every channel locked at once, so that "nothing was ready" (the default case, or
-  // parking) holds at one instant, as in Go.
+  // In poll order, lock one channel at a time and take the first case that can proceed,
+  // skipping buffered channels that a peek shows cannot. It avoids locking every channel
+  // when one is ready. When none is, select_locked judges all cases again with every
+  // channel locked at once, so that "nothing was ready" (the default case, or parking)
+  // holds at one instant, as in Go.
   for (int k = 0; k < np; k++) {
     select_case& sc = cases[poll[k]];
     if (sc.c->surely_blocks(sc.is_send)) continue;
@@ -340,6 +336,36 @@ int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
       if (wake) ready(wake);
       return poll[k];
     }
+  }
+  return select_locked(cases, n, poll, np, block, recv_ok);
+}
+
+}  // namespace
+
+int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
+  constexpr int kInline = 8;
+  if (n <= kInline) [[likely]] {
+    int poll[kInline];
+    return select_fast(cases, n, poll, block, recv_ok);
+  }
+  std::unique_ptr<int[]> poll(new int[n]);
+  return select_fast(cases, n, poll.get(), block, recv_ok);
+}
+
+namespace {
+
+// No case was ready on the first look: lock every channel, look again, and if still
+// none is ready either return -1 (!block) or wait on all of them at once.
+[[gnu::noinline]] int select_locked(select_case* cases, int n, const int* poll, int np, bool block,
+                                    bool* recv_ok) {
+  // Small selects (the common case) keep their bookkeeping on the stack.
+  constexpr int kInline = 8;
+  chan_core* lock_buf[kInline];
+  std::unique_ptr<chan_core*[]> lock_heap;
+  chan_core** order = lock_buf;
+  if (n > kInline) [[unlikely]] {
+    lock_heap.reset(new chan_core*[n]);
+    order = lock_heap.get();
   }
 
   // Lock order: by address, each channel once (several cases may share one).
@@ -421,5 +447,7 @@ int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
   }
   return won;
 }
+
+}  // namespace
 
 }  // namespace weft::detail

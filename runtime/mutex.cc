@@ -33,12 +33,13 @@ void mutex::lock_slow() {
   int iter = 0;
   int32_t old = state_.load(std::memory_order_relaxed);
   for (;;) {
-    // Spin while locked (not starving) and it can help. Setting `woken` tells unlock not
-    // to wake a parked waiter: we are awake and will take the lock.
-    if ((old & (kLocked | kStarving)) == kLocked && can_spin(iter)) {
-      if (!awoke && (old & kWoken) == 0 && (old >> kWaiterShift) != 0 &&
-          state_.compare_exchange_strong(old, old | kWoken, std::memory_order_relaxed))
-        awoke = true;
+    // Spin while locked (not starving) and it can help. Unlike Go, not once goroutines
+    // are parked on the mutex: then the holder re-takes it, or a woken waiter does, long
+    // before a spinner on another P wins it, and the spinner's traffic on the state word
+    // only slows the holder down (mutex_contended_ns, 8 goroutines on 2 Ps: 10.4-11.6 ns
+    // with such spinning, 9.5-9.6 ns without). With nobody parked there is no waiter
+    // for unlock to wake, so a spinner needs no `woken` flag (Go sets one).
+    if ((old & (kLocked | kStarving)) == kLocked && (old >> kWaiterShift) == 0 && can_spin(iter)) {
       do_spin();
       iter++;
       old = state_.load(std::memory_order_relaxed);

@@ -177,6 +177,7 @@ p* pidleget_locked() {
   // sysmon sleeps while every P is idle; a P coming back to work needs it watching.
   if (sched.sysmonwait.load(std::memory_order_relaxed)) {
     sched.sysmonwait.store(false, std::memory_order_relaxed);
+    sched.coarse_now.store(nanotime_coarse(), std::memory_order_relaxed);
     sched.sysmonnote.wakeup();
   }
   return pp;
@@ -406,19 +407,108 @@ void clear_preempt(g* gp) {
     preempt_requests.fetch_sub(1, std::memory_order_relaxed);
 }
 
-// Switches from goroutine gp to its M's g0 with request r. Returns when gp is resumed,
-// possibly on another M.
+// What a jump into a goroutine hands it: the M it now runs on and, after a direct
+// switch (direct_park), the goroutine that parked to make room and its request. from is
+// null when the jump came from g0, whose context the arriving goroutine then saves.
+struct handover {
+  m* mp;
+  g* from;
+  switch_req* req;
+};
+
+// The bookkeeping before gp runs on mp/pp (g0's execute, or a direct switch).
+inline void begin_running(m* mp, p* pp, g* gp, bool inherit) {
+  if (inherit) {
+    pp->inherit_chain++;
+  } else {
+    pp->inherit_chain = 0;
+    pp->schedtick.store(pp->schedtick.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  pp->nexecuted.store(pp->nexecuted.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  gp->mp.store(mp, std::memory_order_relaxed);
+  mp->curg.store(gp, std::memory_order_relaxed);
+  // Dekker with the dumper (traceback.cc): publish `running`, then look at `tracing`.
+  // Either the dumper sees `running` and leaves the stack alone, or we wait for it to
+  // finish. The dumper issues membarrier() so that this side needs no fence.
+  if (asymmetric_fence_available()) {
+    gp->status.store(gstatus::running, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  } else {
+    gp->status.exchange(gstatus::running, std::memory_order_seq_cst);
+  }
+  while (gp->tracing.load(std::memory_order_acquire)) cpu_relax();
+  note_running(pp, gp);
+  trace_go_start(mp, pp, gp);
+}
+
+// The first thing a goroutine does when it is switched to (at its entry, or when a
+// switch away from it returns).
+inline void arrived(transfer_t t) {
+  auto* h = static_cast<const handover*>(t.data);
+  if (!h->from) [[likely]] {
+    h->mp->g0ctx = t.fctx;
+    return;
+  }
+  // The second half of a direct park: `from` is switched out now, so its park is
+  // committed here, exactly as execute() would have done on g0. Read everything from h
+  // first: once the commit has run, from may be running elsewhere and h is gone.
+  g* from = h->from;
+  park_commit commit = h->req->commit;
+  void* arg = h->req->arg;
+  from->ctx = t.fctx;
+  from->mp.store(nullptr, std::memory_order_relaxed);
+  set_status(from, gstatus::waiting);
+  // An abandoned park resumes as soon as this goroutine stops: runnext.
+  if (commit && !commit(from, arg)) ready_g(from, true);
+}
+
+// The goroutine a park may switch to without passing through g0, claimed from runnext,
+// or null. Only when find_runnable would pick that same goroutine: it inherits the
+// slice, no timers wait on this P, and this is not the schedule that looks at the
+// global queue first.
+inline g* take_direct_next(p* pp) {
+  if (pp->inherit_chain >= kInheritCap) return nullptr;
+  g* next = pp->runnext.load(std::memory_order_relaxed);
+  if (!next || pp->timers.first_when.load(std::memory_order_acquire) != 0) return nullptr;
+  if (pp->schedtick.load(std::memory_order_relaxed) % 61 == 0 &&
+      sched.runqsize.load(std::memory_order_relaxed) > 0)
+    return nullptr;
+  if (sched.stopping.load(std::memory_order_relaxed)) return nullptr;
+  return runnext_take(pp);
+}
+
+// Parks gp and runs next on the same M, one jump instead of two: g0 stays where it is
+// (suspended in execute), and next finishes gp's park when it arrives (arrived()).
+// A synchronous hand-off (a channel ping-pong, a mutex passed between goroutines of one
+// P) is the case this is for.
+[[gnu::always_inline]] inline void direct_park(m* mp, g* gp, g* next, switch_req* r) {
+  p* pp = mp->pp;
+  trace_go_stop(mp, pp, gp, trace_stop::park);
+  begin_running(mp, pp, next, true);
+  handover h{mp, gp, r};
+  transfer_t t = switch_to(next->ctx, &h, &gp->asan_fake_stack,
+                           fiber_target{next->stack_lo, static_cast<std::size_t>(next->stack_hi - next->stack_lo),
+                                        next->tsan_fiber});
+  arrived(t);
+}
+
+// Switches from goroutine gp to its M's g0 with request r (or, for a park, straight to
+// the goroutine g0 would run next). Returns when gp is resumed, possibly on another M.
 [[gnu::noinline]] void mcall(g* gp, switch_req* r) {
   m* mp = gp->mp.load(std::memory_order_relaxed);
   if (gp->preempt.load(std::memory_order_relaxed)) {
     // Honour a pending preemption at every switch: the slice ends here.
     clear_preempt(gp);
     mp->pp->inherit_chain = kInheritCap;
+  } else if (r->kind == req_kind::park) {
+    if (g* next = take_direct_next(mp->pp)) {
+      direct_park(mp, gp, next, r);
+      return;
+    }
   }
   void** fake = r->kind == req_kind::exit ? nullptr : &gp->asan_fake_stack;
   transfer_t t = switch_to(mp->g0ctx, r, fake, fiber_target{mp->g0_lo, mp->g0_size, mp->tsan_g0});
-  m* nmp = static_cast<m*>(t.data);
-  nmp->g0ctx = t.fctx;
+  arrived(t);
 }
 
 }  // namespace
@@ -429,8 +519,8 @@ namespace {
 
 void g_entry(transfer_t t) {
   fiber_entered();
-  m* mp = static_cast<m*>(t.data);
-  mp->g0ctx = t.fctx;
+  m* mp = static_cast<const handover*>(t.data)->mp;
+  arrived(t);
   g* gp = mp->curg.load(std::memory_order_relaxed);
   // No try/catch here on purpose: an escaping exception finds no handler, so the
   // unwinder calls std::terminate with the throwing frames still on the stack, and the
@@ -453,31 +543,14 @@ void run_blocking(m* mp, g* gp, switch_req* r);
 void execute(m* mp, g* gp, bool inherit) {
   for (;;) {
     p* pp = mp->pp;
-    if (inherit) {
-      pp->inherit_chain++;
-    } else {
-      pp->inherit_chain = 0;
-      pp->schedtick.store(pp->schedtick.load(std::memory_order_relaxed) + 1,
-                          std::memory_order_relaxed);
-    }
-    pp->nexecuted.store(pp->nexecuted.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    gp->mp.store(mp, std::memory_order_relaxed);
-    mp->curg.store(gp, std::memory_order_relaxed);
-    // Dekker with the dumper (traceback.cc): publish `running`, then look at `tracing`.
-    // Either the dumper sees `running` and leaves the stack alone, or we wait for it to
-    // finish. The dumper issues membarrier() so that this side needs no fence.
-    if (asymmetric_fence_available()) {
-      gp->status.store(gstatus::running, std::memory_order_relaxed);
-      std::atomic_signal_fence(std::memory_order_seq_cst);
-    } else {
-      gp->status.exchange(gstatus::running, std::memory_order_seq_cst);
-    }
-    while (gp->tracing.load(std::memory_order_acquire)) cpu_relax();
-    note_running(pp, gp);
-    trace_go_start(mp, pp, gp);
-    transfer_t t = switch_to(gp->ctx, mp, &mp->g0_fake_stack,
+    begin_running(mp, pp, gp, inherit);
+    handover h{mp, nullptr, nullptr};
+    transfer_t t = switch_to(gp->ctx, &h, &mp->g0_fake_stack,
                              fiber_target{gp->stack_lo, static_cast<std::size_t>(gp->stack_hi - gp->stack_lo),
                                           gp->tsan_fiber});
+    // Not necessarily the goroutine we switched to: parks may have switched directly
+    // from one goroutine to the next meanwhile (direct_park). curg is who came back.
+    gp = mp->curg.load(std::memory_order_relaxed);
     gp->ctx = t.fctx;
     auto* r = static_cast<switch_req*>(t.data);
     trace_go_stop(mp, pp, gp, static_cast<trace_stop>(r->kind));
@@ -536,6 +609,7 @@ void run_blocking(m* mp, g* gp, switch_req* r) {
     lock_guard l(sched.mu);
     if (sched.sysmonwait.load(std::memory_order_relaxed)) {
       sched.sysmonwait.store(false, std::memory_order_relaxed);
+      sched.coarse_now.store(nanotime_coarse(), std::memory_order_relaxed);
       sched.sysmonnote.wakeup();
     }
   }
@@ -1187,6 +1261,7 @@ void run_main(g* gp, const options& opts) {
   sched.foreign_gcount.store(0);
   sched.foreign_created.store(0);
   sched.lastpoll.store(nanotime());
+  sched.coarse_now.store(nanotime_coarse());
   sched.poll_until.store(0);
   sched.mcount = 0;
   sched.midle = nullptr;
@@ -1354,7 +1429,7 @@ void park(wait_reason reason, park_commit commit, void* arg) {
   g* gp = getg();
   if (!gp) throw_("park: not on a goroutine");
   gp->reason = reason;
-  gp->wait_since.store(nanotime_coarse(), std::memory_order_relaxed);
+  gp->wait_since.store(sched.coarse_now.load(std::memory_order_relaxed), std::memory_order_relaxed);
   switch_req r{req_kind::park};
   r.commit = commit;
   r.arg = arg;

@@ -57,6 +57,14 @@ bool runqputslow(p* pp, g* gp, uint32_t h, uint32_t t) {
 
 }  // namespace
 
+// Takes runnext (owner only; thieves use runq_grab).
+g* runnext_take(p* pp) {
+  g* next = pp->runnext.load(std::memory_order_relaxed);
+  while (next && !pp->runnext.compare_exchange_weak(next, nullptr, std::memory_order_acquire)) {
+  }
+  return next;
+}
+
 void globrunq_put_locked(g* gp) {
   gq.push(gp);
   sched.runqsize.store(static_cast<int32_t>(gq.size), std::memory_order_relaxed);
@@ -91,10 +99,7 @@ void globrunq_clear_locked() {
 bool runqput(p* pp, g* gp, bool next) {
   if (next) {
     pp->runnext_puts.store(pp->runnext_puts.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    g* old = pp->runnext.load(std::memory_order_relaxed);
-    while (!pp->runnext.compare_exchange_weak(old, gp, std::memory_order_release,
-                                              std::memory_order_relaxed)) {
-    }
+    g* old = pp->runnext.exchange(gp, std::memory_order_acq_rel);
     if (!old) return false;
     gp = old;  // the old runnext goes to the tail
   }
@@ -111,11 +116,11 @@ bool runqput(p* pp, g* gp, bool next) {
 }
 
 g* runqget(p* pp, bool* inherit) {
-  g* next = pp->runnext.load(std::memory_order_relaxed);
-  if (next && pp->inherit_chain < kInheritCap &&
-      pp->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acquire)) {
-    *inherit = true;
-    return next;
+  if (pp->inherit_chain < kInheritCap && pp->runnext.load(std::memory_order_relaxed)) {
+    if (g* next = runnext_take(pp)) {
+      *inherit = true;
+      return next;
+    }
   }
   for (;;) {
     uint32_t h = pp->runq_head.load(std::memory_order_acquire);
@@ -128,12 +133,9 @@ g* runqget(p* pp, bool* inherit) {
     }
   }
   // The ring is empty: runnext runs after all, but on a fresh slice.
-  next = pp->runnext.load(std::memory_order_relaxed);
-  if (next && pp->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acquire)) {
-    *inherit = false;
-    return next;
-  }
-  return nullptr;
+  g* next = pp->runnext.load(std::memory_order_relaxed) ? runnext_take(pp) : nullptr;
+  *inherit = false;
+  return next;
 }
 
 uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool steal_runnext) {

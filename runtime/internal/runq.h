@@ -20,6 +20,7 @@ namespace weft::detail {
 // Returns true if the ring was full and half of it moved to the global queue.
 bool runqput(p* pp, g* gp, bool next);
 g* runqget(p* pp, bool* inherit);
+g* runnext_take(p* pp);  // runnext or null, emptied (owner only)
 g* runqsteal(p* pp, p* victim, bool steal_runnext);
 
 // Global queue; sched.mu held.

@@ -124,6 +124,10 @@ struct sched_t {
 
   // sysmon.
   std::atomic<bool> sysmonwait{false};
+  // nanotime_coarse() as of sysmon's last tick (at most ~10 ms old while any P runs:
+  // whoever wakes sysmon from its idle sleep refreshes it). The park stamp for dumps'
+  // "[chan receive, 3 minutes]", which a clock read on every park would cost ~3 ns.
+  std::atomic<int64_t> coarse_now{0};
   note sysmonnote;
   pthread_t sysmon_thread{};
 
