@@ -1,8 +1,8 @@
 // park / ready: the one primitive every blocking operation in weft is built on.
 //
 // A goroutine that must wait calls park(reason, commit, arg). The runtime saves the
-// goroutine's state, switches to the scheduler stack, marks the goroutine waiting and only
-// then runs commit(g, arg) there. commit is where the caller publishes the goroutine (puts
+// goroutine's state, switches away (to the scheduler stack, or straight to the goroutine
+// in runnext), marks the goroutine waiting and only then runs commit(g, arg) there. commit is where the caller publishes the goroutine (puts
 // it on a wait queue, arms a timer) and releases the lock that protected that decision:
 // once commit has run, anyone may call ready(g), and the goroutine is already fully
 // switched out, so a wakeup can never be lost or arrive "too early". If commit returns
@@ -57,7 +57,8 @@ std::string_view to_string(wait_reason r);
 // The goroutine handle that park/ready trade in.
 using goroutine_ref = detail::g*;
 
-// Commit callback: runs on the scheduler stack once the goroutine is switched out.
+// Commit callback: runs once the goroutine is switched out, on the scheduler stack or at
+// the start of the goroutine switched to. It must not call current_goroutine().
 using park_commit = bool (*)(goroutine_ref g, void* arg);
 
 // Parks the calling goroutine until ready() is called on it. Must be called from a

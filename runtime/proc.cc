@@ -3,10 +3,13 @@
 // Concepts (as in Go's proc.go):
 //   G  a goroutine: a stack, a saved context and a status (runtime/internal/g.h).
 //   M  an OS thread. It runs the scheduler loop on its own stack ("g0") and switches
-//      into goroutines from there. Every switch goes G -> g0 -> G: a goroutine that
-//      parks, yields or exits jumps to g0 with a request, and g0 carries it out after
-//      the goroutine's context is saved. That ordering is what makes park's commit
-//      callback safe (see park.h).
+//      into goroutines from there. A goroutine that parks, yields or exits jumps to g0
+//      with a request, and g0 carries it out after the goroutine's context is saved.
+//      That ordering is what makes park's commit callback safe (see park.h). One
+//      shortcut: a park whose P would next run its runnext goroutine anyway (a
+//      synchronous hand-off: a channel ping-pong, a woken waiter) jumps straight to it,
+//      and that goroutine carries out the park's commit when it arrives (direct_park).
+//      g0 stays suspended meanwhile; whichever goroutine next jumps to g0 resumes it.
 //   P  a processor: the right to run Go code. An M must hold a P to run goroutines.
 //      There are exactly nprocs Ps. Each has a 256-slot ring run queue plus a runnext
 //      slot, a timer heap and a cache of dead Gs with their stacks.
@@ -463,17 +466,20 @@ inline void arrived(transfer_t t) {
 }
 
 // The goroutine a park may switch to without passing through g0, claimed from runnext,
-// or null. Only when find_runnable would pick that same goroutine: it inherits the
-// slice, no timers wait on this P, and this is not the schedule that looks at the
-// global queue first.
-inline g* take_direct_next(p* pp) {
-  if (pp->inherit_chain >= kInheritCap) return nullptr;
+// or null. Only when find_runnable would pick that same goroutine: no timers wait on
+// this P, this is not the schedule that looks at the global queue first, and runnext
+// either inherits the slice or, its inheritance used up, the local ring is empty (then
+// runqget hands out runnext on a fresh slice, *inherit = false).
+inline g* take_direct_next(p* pp, bool* inherit) {
   g* next = pp->runnext.load(std::memory_order_relaxed);
   if (!next || pp->timers.first_when.load(std::memory_order_acquire) != 0) return nullptr;
   if (pp->schedtick.load(std::memory_order_relaxed) % 61 == 0 &&
       sched.runqsize.load(std::memory_order_relaxed) > 0)
     return nullptr;
   if (sched.stopping.load(std::memory_order_relaxed)) return nullptr;
+  *inherit = pp->inherit_chain < kInheritCap;
+  if (!*inherit && pp->runq_head.load(std::memory_order_acquire) != pp->runq_tail.load(std::memory_order_relaxed))
+    return nullptr;
   return runnext_take(pp);
 }
 
@@ -481,10 +487,10 @@ inline g* take_direct_next(p* pp) {
 // (suspended in execute), and next finishes gp's park when it arrives (arrived()).
 // A synchronous hand-off (a channel ping-pong, a mutex passed between goroutines of one
 // P) is the case this is for.
-[[gnu::always_inline]] inline void direct_park(m* mp, g* gp, g* next, switch_req* r) {
+[[gnu::always_inline]] inline void direct_park(m* mp, g* gp, g* next, bool inherit, switch_req* r) {
   p* pp = mp->pp;
   trace_go_stop(mp, pp, gp, trace_stop::park);
-  begin_running(mp, pp, next, true);
+  begin_running(mp, pp, next, inherit);
   handover h{mp, gp, r};
   transfer_t t = switch_to(next->ctx, &h, &gp->asan_fake_stack,
                            fiber_target{next->stack_lo, static_cast<std::size_t>(next->stack_hi - next->stack_lo),
@@ -501,8 +507,9 @@ inline g* take_direct_next(p* pp) {
     clear_preempt(gp);
     mp->pp->inherit_chain = kInheritCap;
   } else if (r->kind == req_kind::park) {
-    if (g* next = take_direct_next(mp->pp)) {
-      direct_park(mp, gp, next, r);
+    bool inherit;
+    if (g* next = take_direct_next(mp->pp, &inherit)) {
+      direct_park(mp, gp, next, inherit, r);
       return;
     }
   }
@@ -1044,31 +1051,45 @@ void wake_net_poller(int64_t when) {
   }
 }
 
-void ready_g(g* gp, bool next) {
-  m* mp = getm();
-  p* pp = mp ? mp->pp : nullptr;
-  bool own_p = pp && pp->mp.load(std::memory_order_relaxed) == mp &&
-               pp->status.load(std::memory_order_relaxed) == pstatus::running;
-  // Without a running P (a foreign thread, sysmon, an M in a blocking call) the
-  // goroutine is in flight until it is on the global queue: keep checkdead off.
-  if (!own_p) sched.in_flight.fetch_add(1, std::memory_order_seq_cst);
+namespace {
+
+// ready_g from a thread without a running P of its own (a foreign thread, sysmon, an M
+// in a blocking call): the goroutine goes to the global queue, and is "in flight" until
+// it is there, which keeps checkdead off.
+[[gnu::noinline]] void ready_global(m* mp, g* gp) {
+  sched.in_flight.fetch_add(1, std::memory_order_seq_cst);
   gstatus expect = gstatus::waiting;
   if (!gp->status.compare_exchange_strong(expect, gstatus::runnable, std::memory_order_acq_rel))
     throw_("ready: goroutine is not waiting");
   note_runnable(gp);
-  trace_go_ready(mp, own_p ? pp : nullptr, gp);
-  if (own_p) {
-    runqput(pp, gp, next);
-    // The StoreLoad fence of the wakeup protocol: with next, runqput published gp with
-    // a locked CAS on runnext, which already is one.
-    if (!next) store_load_fence();
-  } else {
-    {
-      lock_guard l(sched.mu);  // the lock's release/acquire pair orders the publish
-      globrunq_put_locked(gp);
-    }
-    sched.in_flight.fetch_sub(1, std::memory_order_release);
+  trace_go_ready(mp, nullptr, gp);
+  {
+    lock_guard l(sched.mu);  // the lock's release/acquire pair orders the publish
+    globrunq_put_locked(gp);
   }
+  sched.in_flight.fetch_sub(1, std::memory_order_release);
+  wakep();
+}
+
+}  // namespace
+
+void ready_g(g* gp, bool next) {
+  m* mp = getm();
+  p* pp = mp ? mp->pp : nullptr;
+  if (!pp || pp->mp.load(std::memory_order_relaxed) != mp ||
+      pp->status.load(std::memory_order_relaxed) != pstatus::running) [[unlikely]] {
+    ready_global(mp, gp);
+    return;
+  }
+  gstatus expect = gstatus::waiting;
+  if (!gp->status.compare_exchange_strong(expect, gstatus::runnable, std::memory_order_acq_rel))
+    [[unlikely]] throw_("ready: goroutine is not waiting");
+  note_runnable(gp);
+  trace_go_ready(mp, pp, gp);
+  runqput(pp, gp, next);
+  // The StoreLoad fence of the wakeup protocol: with next, runqput published gp with a
+  // locked exchange on runnext, which already is one.
+  if (!next) store_load_fence();
   wakep();
 }
 
@@ -1223,17 +1244,7 @@ void run_teardown();
 
 }  // namespace
 
-namespace {
-std::atomic<int> g_asym_fence{-1};  // membarrier(PRIVATE_EXPEDITED) registered: 1
-}
-
-bool asymmetric_fence_available() {
-#if defined(WEFT_TSAN)
-  return false;  // TSan does not model membarrier; use the seq_cst handshake
-#else
-  return g_asym_fence.load(std::memory_order_relaxed) == 1;
-#endif
-}
+std::atomic<int> g_asym_fence{-1};
 
 void asymmetric_fence() {
   syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);

@@ -175,7 +175,14 @@ uintptr_t g_entry_address();  // bottom frame of every goroutine
 
 // The goroutine-dump handshake: when membarrier() works, the scheduler publishes a G's
 // `running` status without a fence and the dumper pays with asymmetric_fence().
-bool asymmetric_fence_available();
+extern std::atomic<int> g_asym_fence;  // membarrier(PRIVATE_EXPEDITED) registered: 1
+inline bool asymmetric_fence_available() {
+#if defined(WEFT_TSAN)
+  return false;  // TSan does not model membarrier; use the seq_cst handshake
+#else
+  return g_asym_fence.load(std::memory_order_relaxed) == 1;
+#endif
+}
 void asymmetric_fence();
 
 // Introspection for tests and stats.
