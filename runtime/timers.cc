@@ -11,7 +11,7 @@ namespace weft::detail {
 // 4-ary heap: shallower than binary, and the four children share a cache line or two.
 namespace {
 
-inline bool before(const timer* a, const timer* b) { return a->when < b->when; }
+inline bool before(const timer* a, const timer* b) { return a->key < b->key; }
 
 void sift_up(std::vector<timer*>& h, std::size_t i) {
   timer* t = h[i];
@@ -47,6 +47,7 @@ void sift_down(std::vector<timer*>& h, std::size_t i) {
 }  // namespace
 
 void timer_heap::push_locked(timer* t) {
+  t->key = t->when;
   heap.push_back(t);
   sift_up(heap, heap.size() - 1);
   publish_locked();
@@ -138,8 +139,24 @@ bool timer_stop(timer* t) {
   return remove_locked_timer(t);
 }
 
+// Pending, one-shot, and moved no earlier than its heap key: only `when` changes (see
+// timer::key). Connection deadlines, pushed later on every request, take this path.
+bool reset_later_locked(timer* t, int64_t when, uintptr_t seq) {
+  for (;;) {
+    p* owner = t->owner.load(std::memory_order_acquire);
+    if (!owner) return false;
+    lock_guard l(owner->timers.mu);
+    if (t->owner.load(std::memory_order_relaxed) != owner) continue;  // popped meanwhile
+    if (t->period > 0 || when < t->key) return false;
+    t->when = when;
+    t->seq = seq;
+    return true;
+  }
+}
+
 bool timer_reset(timer* t, int64_t when, uintptr_t seq) {
   lock_guard l(t->mu);
+  if (reset_later_locked(t, when, seq)) return true;
   bool pending = remove_locked_timer(t);
   p* pp = current_p();
   if (!pp) throw_("timer: runtime is not running");
@@ -161,8 +178,14 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
   if (now == 0) now = nanotime();
   if (now < next) return next;
   lock_guard l(pp->timers.mu);
-  while (!pp->timers.heap.empty() && pp->timers.heap[0]->when <= now) {
+  while (!pp->timers.heap.empty() && pp->timers.heap[0]->key <= now) {
     timer* t = pp->timers.heap[0];
+    if (t->when > now) {
+      // Reset to later since it was sorted: sort it by its deadline now.
+      t->key = t->when;
+      pp->timers.reschedule_head_locked();
+      continue;
+    }
     // Everything we need from t is read, and a sync timer marked running, while t is
     // still in the heap: once it leaves, a stopper may return and t may be gone.
     timer::callback f = t->f;
@@ -174,6 +197,7 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
       // Next tick, rescheduled in place so that t never looks stopped; missed ticks are
       // skipped, as Go's ticker drops them.
       t->when += t->period * (1 + (now - t->when) / t->period);
+      t->key = t->when;
       pp->timers.reschedule_head_locked();
     } else {
       pp->timers.pop_locked();
@@ -185,7 +209,7 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
     *ran = true;
     pp->timers.mu.acquire();
   }
-  return pp->timers.heap.empty() ? 0 : pp->timers.heap[0]->when;
+  return pp->timers.heap.empty() ? 0 : pp->timers.heap[0]->key;
 }
 
 int64_t timers_pending() {

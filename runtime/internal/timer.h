@@ -44,6 +44,11 @@ struct timer {
   timer(callback fn, void* a) : f(fn), arg(a) {}
 
   int64_t when = 0;     // nanotime deadline; guarded by the owner heap's lock
+  // The heap orders timers by key, which is `when` as of the last heap insertion or
+  // re-sort: a reset that moves a pending deadline later only raises `when` (Go's
+  // timerModifiedLater). key <= when while pending; a timer whose key comes due
+  // with `when` still ahead is re-sorted instead of fired (check_timers).
+  int64_t key = 0;
   int64_t period = 0;   // > 0: re-armed every period (before f runs), as a ticker
   uintptr_t seq = 0;    // passed to f; set when armed (owner heap's lock)
   callback f = nullptr;
@@ -59,7 +64,7 @@ struct timer {
 struct timer_heap {
   lock mu;
   std::vector<timer*> heap;            // guarded by mu
-  std::atomic<int64_t> first_when{0};  // earliest deadline, 0 when empty
+  std::atomic<int64_t> first_when{0};  // earliest key (<= earliest deadline), 0 when empty
 
   void push_locked(timer* t);
   void remove_locked(timer* t);
@@ -67,7 +72,7 @@ struct timer_heap {
   // heap[0]'s when has grown: restores the heap order.
   void reschedule_head_locked();
   void publish_locked() {
-    first_when.store(heap.empty() ? 0 : heap[0]->when, std::memory_order_release);
+    first_when.store(heap.empty() ? 0 : heap[0]->key, std::memory_order_release);
   }
 };
 
@@ -79,7 +84,8 @@ void timer_add(timer* t, int64_t when, uintptr_t seq = 0);
 void timer_add_private(timer* t, int64_t when);
 // Disarms t. Returns true if it was pending.
 bool timer_stop(timer* t);
-// Re-arms t for `when`, pending or not. Returns true if it was pending.
+// Re-arms t for `when`, pending or not. Returns true if it was pending. Moving a
+// pending one-shot timer later costs no heap operation.
 bool timer_reset(timer* t, int64_t when, uintptr_t seq = 0);
 // timer_stop, then waits until no callback of t is running: afterwards f will not touch
 // its argument again and t may be freed. Needs t->sync (set before first arming). Not
