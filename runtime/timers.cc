@@ -180,8 +180,9 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
   lock_guard l(pp->timers.mu);
   while (!pp->timers.heap.empty() && pp->timers.heap[0]->key <= now) {
     timer* t = pp->timers.heap[0];
-    if (t->when > now) {
-      // Reset to later since it was sorted: sort it by its deadline now.
+    if (t->when != t->key) {
+      // Reset to later since it was sorted: sort it by its deadline first (even if that
+      // is due too: timers due in one pass still fire in deadline order).
       t->key = t->when;
       pp->timers.reschedule_head_locked();
       continue;

@@ -47,7 +47,7 @@ struct timer {
   // The heap orders timers by key, which is `when` as of the last heap insertion or
   // re-sort: a reset that moves a pending deadline later only raises `when` (Go's
   // timerModifiedLater). key <= when while pending; a timer whose key comes due
-  // with `when` still ahead is re-sorted instead of fired (check_timers).
+  // while key != when is re-sorted by its deadline before it may fire (check_timers).
   int64_t key = 0;
   int64_t period = 0;   // > 0: re-armed every period (before f runs), as a ticker
   uintptr_t seq = 0;    // passed to f; set when armed (owner heap's lock)

@@ -138,6 +138,73 @@ TEST(Timer, StopBeforeFiringReturnsTrueAndFnNeverRuns) {
   });
 }
 
+// A reset that moves a pending deadline later keeps the timer's place in the heap and
+// only records the new deadline (Go's timerModifiedLater); the heap re-sorts it when its
+// old place comes due. Mixed with resets to earlier deadlines (real heap moves), every
+// timer must still fire once, in final-deadline order, and never before that deadline.
+TEST(Timer, ResetsLaterAndEarlierFireInFinalDeadlineOrder) {
+  run_checked([] {
+    constexpr int n = 400;
+    struct rec {
+      detail::timer t;
+      int64_t when = 0;
+      int64_t fired_at = 0;
+      int fired_seq = -1;
+      int fires = 0;
+    };
+    struct shared {
+      std::atomic<int> seq{0};
+      wait_group wg;
+    } sh;
+    struct ctx {
+      rec* r;
+      shared* sh;
+    };
+    std::vector<rec> recs(n);
+    std::vector<ctx> ctxs(n);
+    sh.wg.add(n);
+    std::mt19937 rng(7);
+    int64_t base = detail::nanotime() + 50'000'000;  // the resets are done before it
+    for (int i = 0; i < n; i++) {
+      ctxs[i] = ctx{&recs[i], &sh};
+      recs[i].t.f = [](detail::timer*, void* arg, uintptr_t) {
+        auto* c = static_cast<ctx*>(arg);
+        c->r->fired_at = detail::nanotime();
+        c->r->fired_seq = c->sh->seq.fetch_add(1);
+        c->r->fires++;
+        c->sh->wg.done();
+      };
+      recs[i].t.arg = &ctxs[i];
+      detail::timer_add(&recs[i].t, base + static_cast<int64_t>(rng() % 10'000'000));
+    }
+    // Three rounds of resets: mostly later (no heap move), some earlier.
+    for (int round = 0; round < 3; round++) {
+      for (int i = 0; i < n; i++) {
+        int64_t w = base + static_cast<int64_t>(rng() % 30'000'000);
+        recs[i].when = w;
+        EXPECT_TRUE(detail::timer_reset(&recs[i].t, w));
+      }
+    }
+    // Hold the only P until every deadline has passed, so that they all come due in one
+    // pass of the timer heap: the order then rests on the re-sorting alone.
+    while (detail::nanotime() < base + 31'000'000) {
+    }
+    sh.wg.wait();
+    std::vector<int> by_when(n);
+    for (int i = 0; i < n; i++) {
+      by_when[i] = i;
+      EXPECT_EQ(recs[i].fires, 1);
+      EXPECT_GE(recs[i].fired_at, recs[i].when);
+    }
+    std::sort(by_when.begin(), by_when.end(), [&](int a, int b) { return recs[a].when < recs[b].when; });
+    for (int k = 1; k < n; k++) {
+      if (recs[by_when[k]].when == recs[by_when[k - 1]].when) continue;
+      EXPECT_LT(recs[by_when[k - 1]].fired_seq, recs[by_when[k]].fired_seq);
+    }
+    EXPECT_EQ(detail::timers_pending(), 0);
+  }, {.max_procs = 1});
+}
+
 TEST(Timer, ResetOfPendingTimerReturnsTrueAndDelaysIt) {
   run_checked([] {
     wait_group wg;
