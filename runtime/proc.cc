@@ -490,6 +490,7 @@ inline g* take_direct_next(p* pp, bool* inherit) {
 [[gnu::always_inline]] inline void direct_park(m* mp, g* gp, g* next, bool inherit, switch_req* r) {
   p* pp = mp->pp;
   trace_go_stop(mp, pp, gp, trace_stop::park);
+  pp->ndirect.store(pp->ndirect.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   begin_running(mp, pp, next, inherit);
   handover h{mp, gp, r};
   transfer_t t = switch_to(next->ctx, &h, &gp->asan_fake_stack,

@@ -46,6 +46,7 @@ struct sched_stats {
   std::vector<int32_t> local_runq;  // per P: ring + runnext
   uint64_t goroutines_created = 0;
   uint64_t context_switches = 0;    // goroutine switch-ins
+  uint64_t direct_switches = 0;     // of those, parks that switched straight to runnext
   sched_latency_histogram latency;
 };
 

@@ -862,6 +862,7 @@ sched_stats read_sched_stats() {
       s.goroutines += pp->gcount.load(std::memory_order_relaxed);
       s.goroutines_created += pp->ncreated.load(std::memory_order_relaxed);
       s.context_switches += pp->nexecuted.load(std::memory_order_relaxed);
+      s.direct_switches += pp->ndirect.load(std::memory_order_relaxed);
       uint32_t h = pp->runq_head.load(std::memory_order_acquire);
       uint32_t t = pp->runq_tail.load(std::memory_order_acquire);
       auto n = static_cast<int32_t>(t - h);

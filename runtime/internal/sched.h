@@ -56,6 +56,7 @@ struct alignas(64) p {
   // Goroutines created minus goroutines exited on this P (owner writes, anyone sums).
   std::atomic<int64_t> gcount{0};
   std::atomic<uint64_t> nexecuted{0};  // Gs this P has run (stats and tests)
+  std::atomic<uint64_t> ndirect{0};    // of those, by a direct switch (direct_park)
 
   timer_heap timers;
 

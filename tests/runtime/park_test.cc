@@ -3,7 +3,9 @@
 #include <regex>
 #include <string>
 
+#include "runtime/chan.h"
 #include "runtime/internal/sema.h"
+#include "runtime/sched_stats.h"
 #include "runtime/wait_group.h"
 #include "tests/test_util.h"
 
@@ -52,6 +54,65 @@ TEST(Park, CommitReturningFalseResumesAtOnce) {
     }, &calls);
     EXPECT_EQ(calls, 1);
   });
+}
+
+// A park whose P would run its runnext goroutine next switches straight to it, and that
+// goroutine runs the park's commit when it arrives (direct_park in proc.cc).
+TEST(Park, HandOffsSwitchDirectlyAndCommitOnTheArrivingGoroutine) {
+  run_checked([] {
+    chan<int> ping(0), pong(0);
+    constexpr int n = 10'000;
+    wait_group wg;
+    wg.add(1);
+    go([&] {
+      for (int i = 0; i < n; i++) pong.send(ping.recv().value + 1);
+      wg.done();
+    });
+    sched_stats s0 = read_sched_stats();
+    for (int i = 0; i < n; i++) {
+      ping.send(i);
+      EXPECT_EQ(pong.recv().value, i + 1);
+    }
+    sched_stats s1 = read_sched_stats();
+    wg.wait();
+    // Each hand-off parks one side with the other in runnext: nearly all go direct (a
+    // stray timer or global-queue turn sends one through g0 now and then).
+    EXPECT_GT(s1.direct_switches - s0.direct_switches, uint64_t{n});
+  }, {.max_procs = 1});
+}
+
+// A commit that fails after a direct switch: the parked goroutine is made runnable
+// again (it resumes once the goroutine it switched to parks), never lost.
+TEST(Park, AbandonedParkAfterADirectSwitchResumes) {
+  run_checked([] {
+    slot s;
+    std::atomic<int> b_ran{0};
+    wait_group wg;
+    wg.add(1);
+    go([&] {
+      for (int round = 0; round < 100; round++) {
+        park(wait_reason::park_test, publish, &s);
+        b_ran++;
+      }
+      wg.done();
+    });
+    for (int round = 0; round < 100; round++) {
+      goroutine_ref b;
+      while (!(b = s.g.exchange(nullptr, std::memory_order_acq_rel))) yield();
+      ready(b);  // b goes to runnext: the park below switches straight to it
+      sched_stats s0 = read_sched_stats();
+      int calls = 0;
+      park(wait_reason::park_test, [](goroutine_ref, void* arg) {
+        ++*static_cast<int*>(arg);
+        return false;  // abandon
+      }, &calls);
+      sched_stats s1 = read_sched_stats();
+      EXPECT_EQ(calls, 1);
+      EXPECT_EQ(b_ran.load(), round + 1);  // b ran before we resumed
+      EXPECT_GE(s1.direct_switches - s0.direct_switches, uint64_t{1});
+    }
+    wg.wait();
+  }, {.max_procs = 1});
 }
 
 TEST(Park, ReadyFromAnotherThreadWorks) {
