@@ -923,8 +923,10 @@ bool conn_loop::handle_request() {
   rs.head = r.method_ == "HEAD";
   rs.close_after = !llhttp_should_keep_alive(&parser) || srv->shutting_down.load(std::memory_order_acquire);
 
-  // Deadlines: the request's (server timeout, shortened by Request-Timeout) and writes.
-  int64_t now = now_ns();
+  // Deadlines: the request's (server timeout, shortened by Request-Timeout) and writes,
+  // counted from the request's start (steady_clock is nanotime's CLOCK_MONOTONIC: one
+  // clock read serves both).
+  int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(rs.start.time_since_epoch()).count();
   rs.deadline_ns = now + opts->handler_timeout.count();
   if (opts->handler_timeout.count() <= 0) rs.deadline_ns = INT64_MAX / 2;
   std::string_view rt = r.headers_.get("Request-Timeout");
@@ -934,7 +936,7 @@ bool conn_loop::handle_request() {
     if (ec == std::errc() && p == rt.data() + rt.size() && ms < 1'000'000'000ull)
       rs.deadline_ns = std::min<int64_t>(rs.deadline_ns, now + static_cast<int64_t>(ms) * 1'000'000);
   }
-  if (opts->write_timeout.count()) c.set_write_deadline(after(opts->write_timeout));
+  if (opts->write_timeout.count()) c.set_write_deadline(rs.start + opts->write_timeout);
   if (opts->read_timeout.count() == 0 && headers_done && !message_done) c.set_read_deadline({});
 
   st = &rs;
