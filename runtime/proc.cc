@@ -514,7 +514,11 @@ inline g* take_direct_next(p* pp, bool* inherit) {
       return;
     }
   }
-  void** fake = r->kind == req_kind::exit ? nullptr : &gp->asan_fake_stack;
+  void** fake = &gp->asan_fake_stack;
+  if (r->kind == req_kind::exit) {
+    fake = nullptr;
+    exit_frames_done();
+  }
   transfer_t t = switch_to(mp->g0ctx, r, fake, fiber_target{mp->g0_lo, mp->g0_size, mp->tsan_g0});
   arrived(t);
 }

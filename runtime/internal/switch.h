@@ -20,6 +20,7 @@ void* __tsan_get_current_fiber(void);
 void* __tsan_create_fiber(unsigned flags);
 void __tsan_destroy_fiber(void* fiber);
 void __tsan_switch_to_fiber(void* fiber, unsigned flags);
+void __tsan_func_exit(void);
 }
 #endif
 
@@ -52,6 +53,19 @@ struct fiber_target {
   (void)fake_stack_slot;
   (void)target;
   return t;
+}
+
+// A goroutine's last switch (it exited; its fiber will run the next goroutine spawned on
+// this G from a fresh entry). TSan keeps a shadow call stack per fiber, and the two
+// frames of the exit path never return: g_entry and mcall, which calls this. Pop them,
+// or every goroutine run on a reused G leaves two entries behind and after ~32,000 of
+// them the shadow stack overflows into TSan's own thread state (a SIGSEGV inside
+// libtsan, in AcquireReleaseImpl, on the next atomic).
+[[gnu::always_inline]] inline void exit_frames_done() {
+#if defined(WEFT_TSAN)
+  __tsan_func_exit();  // mcall
+  __tsan_func_exit();  // g_entry
+#endif
 }
 
 // Called first thing on a brand-new stack.

@@ -145,13 +145,6 @@ void block_on(chan<int> c) {
 }
 
 TEST(DebugHandlers, DeltaProfilesCountOnlyWhatHappenedDuringTheWindow) {
-#if defined(__SANITIZE_THREAD__)
-  // Under GCC 12's TSan this spawn-and-block loop crashes inside libtsan (SIGSEGV in
-  // AcquireReleaseImpl on the readied goroutine's status word, about every other run,
-  // also at 54a46a6 where it once passed). Not understood yet: see docs/HACKING.md,
-  // "Known problems". The test runs in the release and ASan suites.
-  GTEST_SKIP() << "crashes inside libtsan; see docs/HACKING.md, Known problems";
-#endif
   run_checked([] {
     debug_server s;
     int64_t prev = set_block_profile_rate(1);
