@@ -43,7 +43,7 @@ chan_core::chan_core(const elem_ops* o, uint32_t capacity) : ops(o), cap(capacit
 chan_core::~chan_core() {
   // Values still buffered when the last handle goes away are destroyed.
   while (count > 0) {
-    ops->destroy(slot(recvx));
+    destroy_elem(ops, slot(recvx));
     recvx = recvx + 1 == cap ? 0 : recvx + 1;
     count--;
   }
@@ -60,21 +60,21 @@ bool unlock_commit(goroutine_ref, void* arg) {
 // Moves the head of the buffer into dst (or destroys it when dst is null).
 void take_from_buffer(chan_core* c, void* dst) {
   void* s = c->slot(c->recvx);
-  if (dst) c->ops->move_construct(dst, s);
-  c->ops->destroy(s);
+  if (dst) move_elem(c->ops, dst, s);
+  destroy_elem(c->ops, s);
   c->recvx = c->recvx + 1 == c->cap ? 0 : c->recvx + 1;
   c->count--;
 }
 
 void put_in_buffer(chan_core* c, void* src) {
-  c->ops->move_construct(c->slot(c->sendx), src);
+  move_elem(c->ops, c->slot(c->sendx), src);
   c->sendx = c->sendx + 1 == c->cap ? 0 : c->sendx + 1;
   c->count++;
 }
 
 // Completes a send to a waiting receiver (c->mu held). Returns the goroutine to wake.
 goroutine_ref send_to_waiter(chan_core* c, sudog* r, void* value) {
-  if (r->elem) c->ops->move_construct(r->elem, value);
+  if (r->elem) move_elem(c->ops, r->elem, value);
   r->success = true;
   return r->gp;
 }
@@ -84,7 +84,7 @@ goroutine_ref send_to_waiter(chan_core* c, sudog* r, void* value) {
 // sender's value to the tail (so FIFO order holds).
 goroutine_ref recv_from_waiter(chan_core* c, sudog* s, void* out) {
   if (c->cap == 0) {
-    if (out) c->ops->move_construct(out, s->elem);
+    if (out) move_elem(c->ops, out, s->elem);
   } else {
     take_from_buffer(c, out);
     put_in_buffer(c, s->elem);

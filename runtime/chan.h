@@ -48,7 +48,8 @@ template <class T>
 struct typed_ops {
   static void move_construct(void* dst, void* src) { ::new (dst) T(std::move(*static_cast<T*>(src))); }
   static void destroy(void* p) { static_cast<T*>(p)->~T(); }
-  static constexpr elem_ops ops{sizeof(T), alignof(T), &move_construct, &destroy};
+  static constexpr elem_ops ops{sizeof(T), alignof(T), &move_construct, &destroy,
+                                std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>};
 };
 
 // Uninitialized storage for one T received from a channel.

@@ -24,6 +24,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "runtime/internal/ilist.h"
 #include "runtime/internal/lock.h"
@@ -70,7 +71,28 @@ struct elem_ops {
   std::size_t align;
   void (*move_construct)(void* dst, void* src);  // dst uninitialized; src stays valid
   void (*destroy)(void* p);
+  // Trivially copyable and destructible: a move is a byte copy and destroy does
+  // nothing, so the channel skips both indirect calls (move_elem / destroy_elem).
+  bool trivial = false;
 };
+
+inline void move_elem(const elem_ops* ops, void* dst, void* src) {
+  if (ops->trivial) [[likely]] {
+    switch (ops->size) {  // constant sizes: an inline load and store
+      case 1: std::memcpy(dst, src, 1); return;
+      case 2: std::memcpy(dst, src, 2); return;
+      case 4: std::memcpy(dst, src, 4); return;
+      case 8: std::memcpy(dst, src, 8); return;
+      case 16: std::memcpy(dst, src, 16); return;
+      default: std::memcpy(dst, src, ops->size); return;
+    }
+  }
+  ops->move_construct(dst, src);
+}
+
+inline void destroy_elem(const elem_ops* ops, void* p) {
+  if (!ops->trivial) ops->destroy(p);
+}
 
 // A word written only under chan_core::mu but also read without it (select's peek):
 // relaxed atomic accesses, which compile to plain moves.
