@@ -3,12 +3,19 @@
 # another in this one invocation, each with 2 worker threads; wrk -t1 on the same
 # machine. Prints every figure per server as `server name value unit`, then the ratios.
 #
-#   bench/http_bench.sh [BUILD_DIR]      SECS=10 per figure (default), IDLE_CONNS=10000
+#   bench/http_bench.sh [BUILD_DIR]      SECS=10 per figure (default), IDLE_CONNS=10000,
+#                                        ROUNDS=1
+#
+# With ROUNDS > 1 the three servers run in turn ROUNDS times (fresh processes each
+# round) and every figure is the median of its rounds, as run_benchmarks.sh and
+# echo_bench.sh do: on a shared machine one 10 s window can catch a slow phase that
+# halves a figure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build/release}
 secs=${SECS:-10}
 idle_n=${IDLE_CONNS:-10000}
+rounds=${ROUNDS:-1}
 . bench/common.sh
 go_peer go_http || exit 1
 
@@ -57,30 +64,39 @@ bench_server() {  # NAME PIDS(comma separated) BASE_URL HAS_SLEEP
 }
 
 {
-  echo "# http: $(nproc) CPUs; weftd (2 Ps), Go $(go env GOVERSION) net/http (GOMAXPROCS=2), nginx $(nginx -v 2>&1 | sed 's/.*\///') (2 workers); wrk -t1, ${secs}s per figure"
+  echo "# http: $(nproc) CPUs; weftd (2 Ps), Go $(go env GOVERSION) net/http (GOMAXPROCS=2), nginx $(nginx -v 2>&1 | sed 's/.*\///') (2 workers); wrk -t1, ${secs}s per figure, median of $rounds round(s)"
 
-  WEFT_MAXPROCS=2 "$build/server/weftd" --listen 127.0.0.1:18080 --max-procs 2 --access-log off --log-level warn &
-  pid=$!
-  bench_server weft $pid http://127.0.0.1:18080 1 | tee "$out/weft"
-  kill -TERM $pid; wait $pid 2>/dev/null
+  for r in $(seq "$rounds"); do
+    WEFT_MAXPROCS=2 "$build/server/weftd" --listen 127.0.0.1:18080 --max-procs 2 --access-log off --log-level warn &
+    pid=$!
+    bench_server weft $pid http://127.0.0.1:18080 1 > "$out/weft.$r"
+    kill -TERM $pid; wait $pid 2>/dev/null
 
-  GOMAXPROCS=2 "$build/peers/go_http" -listen 127.0.0.1:18081 2>/dev/null &
-  pid=$!
-  bench_server go $pid http://127.0.0.1:18081 1 | tee "$out/go"
-  kill $pid; wait $pid 2>/dev/null
+    GOMAXPROCS=2 "$build/peers/go_http" -listen 127.0.0.1:18081 2>/dev/null &
+    pid=$!
+    bench_server go $pid http://127.0.0.1:18081 1 > "$out/go.$r"
+    kill $pid; wait $pid 2>/dev/null
 
-  mkdir -p "$out/nginx"
-  sed -e "s|@PREFIX@|$out/nginx|g" -e "s|@PORT@|18082|g" bench/peers/nginx/nginx.conf.in > "$out/nginx/nginx.conf"
-  nginx -c "$out/nginx/nginx.conf" -p "$out/nginx" -g 'daemon off;' &
-  pid=$!
-  sleep 0.3
-  # The workers do the work: measure and trace all of them.
-  bench_server nginx "$(pgrep -P $pid | paste -sd,)" http://127.0.0.1:18082 0 | tee "$out/nginx.figs"
-  kill -QUIT $pid; wait $pid 2>/dev/null
+    mkdir -p "$out/nginx"
+    sed -e "s|@PREFIX@|$out/nginx|g" -e "s|@PORT@|18082|g" bench/peers/nginx/nginx.conf.in > "$out/nginx/nginx.conf"
+    nginx -c "$out/nginx/nginx.conf" -p "$out/nginx" -g 'daemon off;' &
+    pid=$!
+    sleep 0.3
+    # The workers do the work: measure and trace all of them.
+    bench_server nginx "$(pgrep -P $pid | paste -sd,)" http://127.0.0.1:18082 0 > "$out/nginx.$r"
+    kill -QUIT $pid; wait $pid 2>/dev/null
+    [ "$rounds" -gt 1 ] && cat "$out/weft.$r" "$out/go.$r" "$out/nginx.$r" | sed "s/^/# round $r: /"
+  done
 
-  for peer in go nginx.figs; do
-    label=weft/${peer%.figs}
+  for name in weft go nginx; do
+    # `server figure value unit` -> the median of each figure over the rounds.
+    for r in $(seq "$rounds"); do cut -d' ' -f2- "$out/$name.$r" > "$out/$name.figs.$r"; done
+    median_figures "$out"/$name.figs.[0-9]* | sed "s/^/$name /" | tee "$out/$name.med"
+  done
+
+  for peer in go nginx; do
+    label=weft/$peer
     awk -v label="$label" 'NR==FNR { a[$2] = $3; next }
-      ($2 in a) && $3 > 0 && a[$2] != "" { printf "ratio %s %s %.2f\n", $2, label, a[$2] / $3 }' "$out/weft" "$out/$peer"
+      ($2 in a) && $3 > 0 && a[$2] != "" { printf "ratio %s %s %.2f\n", $2, label, a[$2] / $3 }' "$out/weft.med" "$out/$peer.med"
   done
 }
