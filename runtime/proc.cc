@@ -27,7 +27,8 @@
 //      last pass also run other Ps' due timers and take their runnext (after giving a
 //      running victim ~3us to schedule it itself)
 //   7. give up the P, recheck every queue, block in the poller until the nearest timer
-//      (only one M at a time), or sleep on the M's futex
+//      (only one M at a time), or sleep on the M's futex; not while another P is in a
+//      tight chain of runnext hand-offs (steal_work): then spin on, a grace sleep a round
 //
 // Spinning Ms and lost wakeups. An M that holds a P but has an empty queue and is
 // looking for work is "spinning", counted in nmspinning; at most half the busy Ps spin.
@@ -676,9 +677,22 @@ int64_t earliest_timer() {
   return next;
 }
 
+// How many goroutines the other running Ps have put into their runnext so far.
+uint32_t runnext_puts_sum(p* self) {
+  uint32_t sum = 0;
+  for (int32_t i = 0; i < sched.nprocs; i++) {
+    p* p2 = &sched.allp[i];
+    if (p2 != self && p2->status.load(std::memory_order_relaxed) == pstatus::running)
+      sum += p2->runnext_puts.load(std::memory_order_relaxed);
+  }
+  return sum;
+}
+
 g* steal_work(m* mp, int64_t& now, int64_t& poll_until, bool* inherit, bool* new_work) {
   p* pp = mp->pp;
   *new_work = false;
+  bool handoff = false;
+  const uint32_t puts_before = runnext_puts_sum(pp);
   const uint32_t n = static_cast<uint32_t>(sched.nprocs);
   constexpr int kStealTries = 4;
   for (int i = 0; i < kStealTries; i++) {
@@ -706,13 +720,34 @@ g* steal_work(m* mp, int64_t& now, int64_t& poll_until, bool* inherit, bool* new
         }
       }
       if (p2->status.load(std::memory_order_acquire) != pstatus::idle || !runq_empty(p2)) {
-        if (g* gp = runqsteal(pp, p2, last)) {
+        if (g* gp = runqsteal(pp, p2, last, &handoff)) {
           *inherit = false;
           return gp;
         }
       }
     }
   }
+  // A tight chain of synchronous hand-offs on another P (a channel ping-pong): seen by
+  // runq_grab as a runnext refilled again and again during its grace sleep, or here as
+  // several refills during these rounds (well under a microsecond, so look once more
+  // after a short pause). Keep spinning, one grace sleep a round, instead of giving up
+  // the P: a spinner that gives up its P makes the victim's next ready() wake an M, a
+  // futex call on the hand-off's own thread (~2,000 per million ping-pong round trips,
+  // ~6% of chan_pingpong_ns). A server's occasional hand-offs stay below the rates and
+  // its spinners still park (no extra CPU under the HTTP benchmarks).
+  if (!handoff) {
+    constexpr uint32_t kHotRefills = 8;
+    uint32_t after = runnext_puts_sum(pp);
+    if (after - puts_before < kHotRefills) {
+      for (int i = 0; i < 30; i++) cpu_relax();
+      after = runnext_puts_sum(pp);
+    }
+    if (after - puts_before >= kHotRefills) {
+      handoff = true;
+      usleep(3);
+    }
+  }
+  if (handoff) *new_work = true;
   return nullptr;
 }
 

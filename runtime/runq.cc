@@ -138,7 +138,7 @@ g* runqget(p* pp, bool* inherit) {
   return next;
 }
 
-uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool steal_runnext) {
+uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool steal_runnext, bool* handoff) {
   for (;;) {
     uint32_t h = pp->runq_head.load(std::memory_order_acquire);
     uint32_t t = pp->runq_tail.load(std::memory_order_acquire);
@@ -162,7 +162,13 @@ uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool stea
             // pair across Ps, where every hand-off becomes a cross-core wakeup and
             // every channel operation a cache-line transfer. Only a goroutine that sat
             // in runnext the whole sleep is taken.
-            if (pp->runnext_puts.load(std::memory_order_relaxed) != puts) return 0;
+            uint32_t refills = pp->runnext_puts.load(std::memory_order_relaxed) - puts;
+            if (refills != 0) {
+              // Refilled over and over (more than one a microsecond): a tight chain of
+              // hand-offs that the thief should keep watching rather than sleep on.
+              if (handoff && refills >= kHotHandoffRefills) *handoff = true;
+              return 0;
+            }
             next = pp->runnext.load(std::memory_order_acquire);
             if (!next) continue;
           }
@@ -181,9 +187,9 @@ uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool stea
   }
 }
 
-g* runqsteal(p* pp, p* victim, bool steal_runnext) {
+g* runqsteal(p* pp, p* victim, bool steal_runnext, bool* handoff) {
   uint32_t t = pp->runq_tail.load(std::memory_order_relaxed);
-  uint32_t n = runq_grab(victim, pp->runq, t, steal_runnext);
+  uint32_t n = runq_grab(victim, pp->runq, t, steal_runnext, handoff);
   if (n == 0) return nullptr;
   n--;
   g* gp = pp->runq[(t + n) % kRunqSize].load(std::memory_order_relaxed);

@@ -21,7 +21,9 @@ namespace weft::detail {
 bool runqput(p* pp, g* gp, bool next);
 g* runqget(p* pp, bool* inherit);
 g* runnext_take(p* pp);  // runnext or null, emptied (owner only)
-g* runqsteal(p* pp, p* victim, bool steal_runnext);
+// *handoff is set when the victim's runnext was left alone because the victim refilled
+// it again and again during the grace sleep: a tight chain of synchronous hand-offs.
+g* runqsteal(p* pp, p* victim, bool steal_runnext, bool* handoff);
 
 // Global queue; sched.mu held.
 void globrunq_put_locked(g* gp);

@@ -20,6 +20,9 @@ inline constexpr uint32_t kRunqSize = 256;
 // many inherited runs in a row the P takes the head of its ring first, so a pair of
 // goroutines that keep waking each other cannot starve the rest of the queue.
 inline constexpr int kInheritCap = 8;
+// A victim whose runnext was refilled this many times during a thief's ~50 us grace
+// sleep is handing off in a tight chain (steal_work keeps spinning on it).
+inline constexpr uint32_t kHotHandoffRefills = 64;
 inline constexpr int64_t kForcePreemptNs = 10'000'000;  // Go's forcePreemptNS
 // Scheduling latency histogram: bucket k counts waits <= 1 us * 2^k (k < 24, up to
 // ~8.4 s); the last bucket is +Inf (trace.cc, weft::sched_stats).
@@ -168,7 +171,8 @@ void handoffp(p* pp);
 void inject_glist(g* head, int32_t n);
 void wake_net_poller(int64_t when);
 bool runq_empty(p* pp);
-uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool steal_runnext);
+uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool steal_runnext,
+                   bool* handoff = nullptr);
 void preempt_one(p* pp);
 int64_t timer_sleep_until();
 
