@@ -1073,6 +1073,10 @@ conn_loop::shed_result conn_loop::shed(std::chrono::nanoseconds idle_left) {
   std::string().swap(hname);
   std::string().swap(hval);
   cs->end_request();
+  // The request slot belongs to this goroutine's run(): clear it before the loop can
+  // change hands, and put it back if it does not.
+  request* cur = req;
+  req = nullptr;
   shed_state.store(kArming, std::memory_order_relaxed);
   weft::detail::timer_reset(&idle_timer, now_ns() + idle_left.count());
   if (!c.watch_readable(&on_readable, this)) on_readable(this);
@@ -1084,6 +1088,7 @@ conn_loop::shed_result conn_loop::shed(std::chrono::nanoseconds idle_left) {
   weft::detail::timer_stop_sync(&idle_timer);
   c.unwatch_readable();
   shed_state.store(kRunning, std::memory_order_relaxed);
+  req = cur;
   return s == kFiredIdle ? shed_result::idle_expired : shed_result::readable;
 }
 
@@ -1114,10 +1119,8 @@ conn_loop::run_result conn_loop::run() {
     request r;
     req = &r;
     int rc = parse_head();
-    if (rc == 2) {
-      req = nullptr;
-      return run_result::shed;
-    }
+    // Shed: another goroutine owns the loop now (and may already have set its own req).
+    if (rc == 2) return run_result::shed;
     if (rc == 0) break;  // closed, idle timeout, or shut down between requests
     if (rc < 0) {
       clean = false;
