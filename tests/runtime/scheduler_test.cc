@@ -142,8 +142,11 @@ TEST(Scheduler, StealingKeepsBothPsBusy) {
       });
     wg.wait();
     EXPECT_EQ(per_p[0] + per_p[1], n);
-    EXPECT_GT(per_p[0].load(), n / 5) << "P0 ran " << per_p[0] << ", P1 ran " << per_p[1];
-    EXPECT_GT(per_p[1].load(), n / 5) << "P0 ran " << per_p[0] << ", P1 ran " << per_p[1];
+    // Both Ps ran a real share. Not an even split: under ctest -j2 with another busy
+    // test the OS can take a P's thread away for milliseconds (seen under TSan in CI:
+    // P0 ran 40, P1 ran 160, which the old bound of n/5 rejected).
+    EXPECT_GT(per_p[0].load(), n / 10) << "P0 ran " << per_p[0] << ", P1 ran " << per_p[1];
+    EXPECT_GT(per_p[1].load(), n / 10) << "P0 ran " << per_p[0] << ", P1 ran " << per_p[1];
   }, {.max_procs = 2});
 }
 
