@@ -293,6 +293,9 @@ bool try_case_locked(select_case& sc, bool* recv_ok, goroutine_ref* wake, bool* 
 
 namespace {
 
+// Selects of up to this many cases (the common case) keep their bookkeeping on the stack.
+constexpr int kSelectInline = 8;
+
 int select_locked(select_case* cases, int n, const int* poll, int np, bool block, bool* recv_ok);
 
 // The part of select that completes a ready case, with poll[] supplied by the caller
@@ -343,9 +346,8 @@ int select_locked(select_case* cases, int n, const int* poll, int np, bool block
 }  // namespace
 
 int select_go(select_case* cases, int n, bool block, bool* recv_ok) {
-  constexpr int kInline = 8;
-  if (n <= kInline) [[likely]] {
-    int poll[kInline];
+  if (n <= kSelectInline) [[likely]] {
+    int poll[kSelectInline];
     return select_fast(cases, n, poll, block, recv_ok);
   }
   std::unique_ptr<int[]> poll(new int[n]);
@@ -358,12 +360,10 @@ namespace {
 // none is ready either return -1 (!block) or wait on all of them at once.
 [[gnu::noinline]] int select_locked(select_case* cases, int n, const int* poll, int np, bool block,
                                     bool* recv_ok) {
-  // Small selects (the common case) keep their bookkeeping on the stack.
-  constexpr int kInline = 8;
-  chan_core* lock_buf[kInline];
+  chan_core* lock_buf[kSelectInline];
   std::unique_ptr<chan_core*[]> lock_heap;
   chan_core** order = lock_buf;
-  if (n > kInline) [[unlikely]] {
+  if (n > kSelectInline) [[unlikely]] {
     lock_heap.reset(new chan_core*[n]);
     order = lock_heap.get();
   }
@@ -400,9 +400,9 @@ namespace {
 
   // Pass 2: wait on every case at once.
   std::unique_ptr<sudog[]> sg_heap;
-  sudog sg_buf[kInline];
+  sudog sg_buf[kSelectInline];
   sudog* sgs = sg_buf;
-  if (n > kInline) [[unlikely]] {
+  if (n > kSelectInline) [[unlikely]] {
     sg_heap.reset(new sudog[n]);
     sgs = sg_heap.get();
   }

@@ -736,13 +736,12 @@ g* steal_work(m* mp, int64_t& now, int64_t& poll_until, bool* inherit, bool* new
   // ~6% of chan_pingpong_ns). A server's occasional hand-offs stay below the rates and
   // its spinners still park (no extra CPU under the HTTP benchmarks).
   if (!handoff) {
-    constexpr uint32_t kHotRefills = 8;
     uint32_t after = runnext_puts_sum(pp);
-    if (after - puts_before < kHotRefills) {
+    if (after - puts_before < kHotHandoffRoundRefills) {
       for (int i = 0; i < 30; i++) cpu_relax();
       after = runnext_puts_sum(pp);
     }
-    if (after - puts_before >= kHotRefills) {
+    if (after - puts_before >= kHotHandoffRoundRefills) {
       handoff = true;
       usleep(3);
     }

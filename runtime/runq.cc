@@ -116,7 +116,7 @@ bool runqput(p* pp, g* gp, bool next) {
 }
 
 g* runqget(p* pp, bool* inherit) {
-  if (pp->inherit_chain < kInheritCap && pp->runnext.load(std::memory_order_relaxed)) {
+  if (pp->inherit_chain < kInheritCap) {
     if (g* next = runnext_take(pp)) {
       *inherit = true;
       return next;
@@ -133,9 +133,8 @@ g* runqget(p* pp, bool* inherit) {
     }
   }
   // The ring is empty: runnext runs after all, but on a fresh slice.
-  g* next = pp->runnext.load(std::memory_order_relaxed) ? runnext_take(pp) : nullptr;
   *inherit = false;
-  return next;
+  return runnext_take(pp);
 }
 
 uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool steal_runnext, bool* handoff) {
@@ -166,7 +165,7 @@ uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool stea
             if (refills != 0) {
               // Refilled over and over (more than one a microsecond): a tight chain of
               // hand-offs that the thief should keep watching rather than sleep on.
-              if (handoff && refills >= kHotHandoffRefills) *handoff = true;
+              if (handoff && refills >= kHotHandoffSleepRefills) *handoff = true;
               return 0;
             }
             next = pp->runnext.load(std::memory_order_acquire);

@@ -113,7 +113,7 @@ void* sysmon_main(void*) {
     sched.sysmonnote.clear();
     if (sched.stopping.load(std::memory_order_acquire)) break;
     int64_t now = nanotime();
-    sched.coarse_now.store(nanotime_coarse(), std::memory_order_relaxed);
+    sched.coarse_now.store(now, std::memory_order_relaxed);  // same clock, finer
     calibrate_ticks();  // the scheduling latency clock (trace.cc)
 
     // Every P idle, and sysmon has backed off all the way (no work for >1 ms): sleep
@@ -144,7 +144,7 @@ void* sysmon_main(void*) {
         idle = 0;
         delay_us = 20;
         now = nanotime();
-        sched.coarse_now.store(nanotime_coarse(), std::memory_order_relaxed);
+        sched.coarse_now.store(now, std::memory_order_relaxed);
       }
     }
 

@@ -139,25 +139,25 @@ bool timer_stop(timer* t) {
   return remove_locked_timer(t);
 }
 
-// Pending, one-shot, and moved no earlier than its heap key: only `when` changes (see
-// timer::key). Connection deadlines, pushed later on every request, take this path.
-bool reset_later_locked(timer* t, int64_t when, uintptr_t seq) {
-  for (;;) {
-    p* owner = t->owner.load(std::memory_order_acquire);
-    if (!owner) return false;
-    lock_guard l(owner->timers.mu);
-    if (t->owner.load(std::memory_order_relaxed) != owner) continue;  // popped meanwhile
-    if (t->period > 0 || when < t->key) return false;
-    t->when = when;
-    t->seq = seq;
-    return true;
-  }
-}
-
 bool timer_reset(timer* t, int64_t when, uintptr_t seq) {
   lock_guard l(t->mu);
-  if (reset_later_locked(t, when, seq)) return true;
-  bool pending = remove_locked_timer(t);
+  bool pending = false;
+  for (;;) {
+    p* owner = t->owner.load(std::memory_order_acquire);
+    if (!owner) break;
+    lock_guard hl(owner->timers.mu);
+    if (t->owner.load(std::memory_order_relaxed) != owner) continue;  // popped meanwhile
+    // Pending, one-shot, and moved no earlier than its heap key: only `when` changes
+    // (see timer::key). Connection deadlines, pushed later on every request, take this.
+    if (t->period == 0 && when >= t->key) {
+      t->when = when;
+      t->seq = seq;
+      return true;
+    }
+    owner->timers.remove_locked(t);
+    pending = true;
+    break;
+  }
   p* pp = current_p();
   if (!pp) throw_("timer: runtime is not running");
   add_to(pp, t, when, seq);

@@ -21,8 +21,10 @@ inline constexpr uint32_t kRunqSize = 256;
 // goroutines that keep waking each other cannot starve the rest of the queue.
 inline constexpr int kInheritCap = 8;
 // A victim whose runnext was refilled this many times during a thief's ~50 us grace
-// sleep is handing off in a tight chain (steal_work keeps spinning on it).
-inline constexpr uint32_t kHotHandoffRefills = 64;
+// sleep, or during one round of steal_work (well under a microsecond), is handing off
+// in a tight chain: the spinning M keeps its P (steal_work).
+inline constexpr uint32_t kHotHandoffSleepRefills = 64;
+inline constexpr uint32_t kHotHandoffRoundRefills = 8;
 inline constexpr int64_t kForcePreemptNs = 10'000'000;  // Go's forcePreemptNS
 // Scheduling latency histogram: bucket k counts waits <= 1 us * 2^k (k < 24, up to
 // ~8.4 s); the last bucket is +Inf (trace.cc, weft::sched_stats).
@@ -128,7 +130,7 @@ struct sched_t {
 
   // sysmon.
   std::atomic<bool> sysmonwait{false};
-  // nanotime_coarse() as of sysmon's last tick (at most ~10 ms old while any P runs:
+  // The monotonic clock as of sysmon's last tick (at most ~10 ms old while any P runs:
   // whoever wakes sysmon from its idle sleep refreshes it). The park stamp for dumps'
   // "[chan receive, 3 minutes]", which a clock read on every park would cost ~3 ns.
   std::atomic<int64_t> coarse_now{0};
