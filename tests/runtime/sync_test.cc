@@ -1533,8 +1533,10 @@ TEST(Semaphore, AcquireReturnsDeadlineExceededWhenTheTimeoutPasses) {
   run_checked([] {
     semaphore sem(1);
     sem.acquire(1);
-    cancelable c = with_timeout(background(), 20ms);
+    // t0 before the deadline is set: a thread descheduled between the two (seen under
+    // ASan in CI: 18.2 ms) would otherwise make the wait look early.
     auto t0 = clock_type::now();
+    cancelable c = with_timeout(background(), 20ms);
     std::error_code err = sem.acquire(c.ctx, 1);
     double took = ms_since(t0);
     c.cancel();
