@@ -9,6 +9,7 @@
 
 #include "runtime/chan.h"
 #include "runtime/internal/sema.h"
+#include "runtime/internal/timer.h"
 #include "runtime/wait_group.h"
 #include "tests/test_util.h"
 
@@ -292,6 +293,31 @@ double cpu_seconds() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+// A timer due on a P whose goroutine never yields is run by another M, even while some
+// M counts as spinning. Seam: the spinner is a count with no thread behind it, as when a
+// woken M has not got a CPU yet. The idle M then skips stealing (enough spinners); it
+// must still run the due timer, not give up its P, poll with a zero timeout and loop.
+TEST(Scheduler, AnIdleMRunsTimersDueOnABusyPWhileAnotherMCountsAsSpinning) {
+  run_checked([] {
+    std::atomic<int64_t> fired{0};
+    detail::timer t;
+    t.f = [](detail::timer*, void* arg, uintptr_t) {
+      static_cast<std::atomic<int64_t>*>(arg)->store(detail::nanotime());
+    };
+    t.arg = &fired;
+    detail::sched.nmspinning.fetch_add(1);
+    int64_t when = now_ns() + 5'000'000;
+    detail::timer_add(&t, when);  // on this goroutine's P, which it now holds
+    int64_t limit = when + 2'000'000'000;
+    while (fired.load() == 0 && now_ns() < limit) {
+    }
+    detail::sched.nmspinning.fetch_sub(1);
+    detail::timer_stop(&t);
+    ASSERT_NE(fired.load(), 0) << "the due timer did not run while its P was busy";
+    EXPECT_LT(fired.load() - when, 500'000'000) << "the due timer ran late";
+  }, {.max_procs = 2});
 }
 
 // An idle process (goroutines parked, one sleeping) must not burn CPU: Ms sleep on
