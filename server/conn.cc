@@ -98,28 +98,29 @@ void conn_state::force() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Date header, cached per second.
+// Date header, cached per second per thread: no lock, and no line shared between Ms.
+// (A goroutine may move to another thread between two requests, never inside this.)
 
 namespace {
 
 struct date_cache {
-  weft::detail::spinlock mu;
-  time_t sec = 0;
+  time_t sec = -1;
+  std::size_t len = 0;
   char text[40] = {};
 };
-date_cache g_date;
+thread_local date_cache t_date;
 
 void append_date(std::string& out) {
   timespec ts;
   clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-  weft::detail::spin_guard l(g_date.mu);
-  if (ts.tv_sec != g_date.sec) {
+  date_cache& d = t_date;
+  if (ts.tv_sec != d.sec) {
     tm t;
     gmtime_r(&ts.tv_sec, &t);
-    strftime(g_date.text, sizeof g_date.text, "%a, %d %b %Y %H:%M:%S GMT", &t);
-    g_date.sec = ts.tv_sec;
+    d.len = strftime(d.text, sizeof d.text, "%a, %d %b %Y %H:%M:%S GMT", &t);
+    d.sec = ts.tv_sec;
   }
-  out.append(g_date.text);
+  out.append(d.text, d.len);
 }
 
 void append_uint(std::string& out, uint64_t v) {

@@ -115,7 +115,10 @@ class request {
   void set_path_value(std::string name, std::string value);
   // The serve_mux pattern that matched ("" if none): for logs, metrics and profiles.
   std::string_view pattern() const { return pattern_; }
-  void set_pattern(std::string p) { pattern_ = std::move(p); }
+  void set_pattern(std::string p) {
+    pattern_owned_ = std::move(p);
+    pattern_ = pattern_owned_;
+  }
   // Where this request is counted on /metrics (set with the pattern; null: "unmatched").
   route_metrics* metrics() const { return metrics_; }
   void set_route_metrics(route_metrics* m) { metrics_ = m; }
@@ -132,7 +135,10 @@ class request {
  private:
   friend struct detail::conn_loop;
   friend struct detail::request_state;
-  std::string method_, target_, path_, query_, host_, pattern_;
+  friend class serve_mux;  // points pattern_ at the matched route's (no copy per request)
+  std::string method_, target_, path_, query_, host_;
+  std::string_view pattern_;
+  std::string pattern_owned_;
   route_metrics* metrics_ = nullptr;
   int major_ = 1, minor_ = 1;
   http::headers headers_;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <span>
 #include <stdexcept>
 
 namespace weft::http {
@@ -146,20 +147,43 @@ std::unique_ptr<serve_mux::route> parse_pattern(std::string_view pat) {
   return rp;
 }
 
-std::vector<std::string_view> split_path(std::string_view path) {
-  std::vector<std::string_view> out;
-  std::string_view p = path.substr(1);
-  for (;;) {
-    auto next = p.find('/');
-    out.push_back(p.substr(0, next));
-    if (next == std::string_view::npos) break;
-    p = p.substr(next + 1);
+// A path's segments after its leading slash ("/" is one empty segment), held inline up
+// to 16 of them, so that routing allocates nothing for ordinary paths. clean: no empty
+// segment but a trailing one, no "." or ".." (the path is its own clean_path()).
+class path_segments {
+ public:
+  explicit path_segments(std::string_view path) {
+    std::size_t n = static_cast<std::size_t>(std::count(path.begin(), path.end(), '/'));
+    std::string_view* out = inline_;
+    if (n > kInline) {
+      heap_.resize(n);
+      out = heap_.data();
+    }
+    std::string_view p = path.substr(1);
+    for (std::size_t i = 0; i < n; i++) {
+      auto next = p.find('/');
+      std::string_view s = p.substr(0, next);
+      out[i] = s;
+      if ((s.empty() && i + 1 < n) || s == "." || s == "..") clean_ = false;
+      if (next == std::string_view::npos) break;
+      p = p.substr(next + 1);
+    }
+    parts_ = {out, n};
   }
-  return out;
-}
+  path_segments(const path_segments&) = delete;
+  std::span<const std::string_view> parts() const { return parts_; }
+  bool clean() const { return clean_; }
+
+ private:
+  static constexpr std::size_t kInline = 16;
+  std::string_view inline_[kInline];
+  std::vector<std::string_view> heap_;
+  std::span<const std::string_view> parts_;
+  bool clean_ = true;
+};
 
 // Matches a route's path against request segments, capturing wildcards.
-bool match_path(const serve_mux::route& r, const std::vector<std::string_view>& parts, std::string_view path,
+bool match_path(const serve_mux::route& r, std::span<const std::string_view> parts, std::string_view path,
                 std::vector<std::pair<std::string, std::string>>* values) {
   std::size_t i = 0;
   for (; i < r.segs.size(); i++) {
@@ -243,6 +267,25 @@ void serve_mux::handle(std::string_view pattern, handler h, route_options opts) 
   r.metrics = std::make_unique<route_metrics>(r.pattern);
   r.labels = weft::detail::interned_label_ref({{"route", r.pattern}});
   routes_.push_back(std::move(rp));
+  index_routes();
+}
+
+// Groups the routes by the literal first segment they need; a route whose first segment
+// is a wildcard (or a subtree) can match any first segment and joins every group.
+void serve_mux::index_routes() {
+  auto literal_first = [](const route& r) { return !r.segs.empty() && r.segs[0].kind == seg::literal; };
+  by_first_.clear();
+  any_first_.clear();
+  for (const auto& r : routes_)
+    if (literal_first(*r)) by_first_.try_emplace(r->segs[0].text);
+  for (const auto& r : routes_) {
+    if (literal_first(*r)) {
+      by_first_[r->segs[0].text].push_back(r.get());
+    } else {
+      any_first_.push_back(r.get());
+      for (auto& [first, list] : by_first_) list.push_back(r.get());
+    }
+  }
 }
 
 bool serve_mux::set_route_timeout(std::string_view pattern, std::optional<std::chrono::nanoseconds> timeout) {
@@ -268,7 +311,8 @@ void serve_mux::serve(response_writer& w, request& r) const {
     w.write("400 Bad Request\n");
     return;
   }
-  if (r.method() != "CONNECT") {
+  path_segments segs(path);
+  if (!segs.clean() && r.method() != "CONNECT") {
     std::string clean = clean_path(path);
     if (clean != path) {
       std::string loc = clean;
@@ -278,11 +322,13 @@ void serve_mux::serve(response_writer& w, request& r) const {
       return;
     }
   }
-  std::vector<std::string_view> parts = split_path(path);
+  std::span<const std::string_view> parts = segs.parts();
   std::string_view host = host_without_port(r.host());
   const route* best = nullptr;
   std::vector<std::string> allow;
-  for (const auto& rtp : routes_) {
+  // Only the routes that can match this first segment, in registration order.
+  auto it = by_first_.find(parts[0]);
+  for (const route* rtp : it != by_first_.end() ? it->second : any_first_) {
     const route& rt = *rtp;
     if (!rt.host.empty() && rt.host != host) continue;
     if (!match_path(rt, parts, path, nullptr)) continue;
@@ -306,7 +352,8 @@ void serve_mux::serve(response_writer& w, request& r) const {
     }
     // "/a" with only "/a/" registered: redirect to the subtree.
     std::string with_slash = std::string(path) + "/";
-    std::vector<std::string_view> sp = split_path(with_slash);
+    path_segments with_slash_segs(with_slash);
+    std::span<const std::string_view> sp = with_slash_segs.parts();
     for (const auto& rtp : routes_) {
       const route& rt = *rtp;
       if (!rt.host.empty() && rt.host != host) continue;
@@ -326,7 +373,7 @@ void serve_mux::serve(response_writer& w, request& r) const {
   std::vector<std::pair<std::string, std::string>> values;
   match_path(*best, parts, path, &values);
   for (auto& [k, v] : values) r.set_path_value(std::move(k), std::move(v));
-  r.set_pattern(best->pattern);
+  r.pattern_ = best->pattern;
   r.set_route_metrics(best->metrics.get());
   int64_t t = best->timeout_ns.load(std::memory_order_relaxed);
   if (t >= 0) r.shorten_deadline(clock::now() + std::chrono::nanoseconds(t));

@@ -26,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "server/http.h"
@@ -67,7 +68,18 @@ class serve_mux {
   };
 
  private:
+  struct string_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  void index_routes();
+
   std::vector<std::unique_ptr<route>> routes_;
+  // Routing candidates by the request path's first segment: the routes whose first
+  // segment is that literal, plus those that match any first segment (any_first_), in
+  // registration order. Most requests then look at one or two routes, not all of them.
+  std::unordered_map<std::string, std::vector<const route*>, string_hash, std::equal_to<>> by_first_;
+  std::vector<const route*> any_first_;
 };
 
 // Go's path.Clean for URL paths (keeps a trailing slash).

@@ -629,6 +629,44 @@ TEST(ServeMux, MostSpecificPatternWinsAndWildcardsAreCaptured) {
   });
 }
 
+// The mux looks only at routes that can match the path's first segment: a route whose
+// first segment is a wildcard or a subtree must still be found from every group, and
+// the most specific route still wins across them. Paths deeper than the 16 segments
+// held inline route and redirect as any other.
+TEST(ServeMux, RoutesWithAWildcardFirstSegmentMatchBesideLiteralOnes) {
+  with_server([](test_server& ts) {
+    auto send = [&](const std::string& method, const std::string& path) {
+      raw_client c(ts.addr);
+      c.send(method + " " + path + " HTTP/1.1\r\nHost: x\r\n\r\n");
+      return c.read_response();
+    };
+    EXPECT_EQ(send("GET", "/acme/status").body, "tenant acme");
+    EXPECT_EQ(send("GET", "/api/status").body, "api status");
+    EXPECT_EQ(send("GET", "/api/v1/a/b").body, "api rest a/b");
+    EXPECT_EQ(send("GET", "/api/other").body, "root");
+    EXPECT_EQ(send("GET", "/zzz").body, "root");
+    EXPECT_EQ(send("GET", "/").body, "root");
+    EXPECT_EQ(send("POST", "/acme/status").body, "root");  // "/" takes every method
+    std::string deep = "/api/v1", rest;
+    for (int i = 0; i < 20; i++) {
+      deep += "/" + std::to_string(i);
+      rest += (i ? "/" : "") + std::to_string(i);
+    }
+    EXPECT_EQ(send("GET", deep).body, "api rest " + rest);
+    auto r = send("GET", deep + "/./x");
+    EXPECT_EQ(r.status, 301);
+    EXPECT_EQ(r.headers.get("Location"), deep + "/x");
+    r = send("GET", "/api//status");
+    EXPECT_EQ(r.status, 301);
+    EXPECT_EQ(r.headers.get("Location"), "/api/status");
+  }, {}, [](serve_mux& m) {
+    m.handle("GET /{tenant}/status", [](response_writer& w, request& r) { w.write("tenant " + std::string(r.path_value("tenant"))); });
+    m.handle("GET /api/status", [](response_writer& w, request&) { w.write("api status"); });
+    m.handle("GET /api/v1/{rest...}", [](response_writer& w, request& r) { w.write("api rest " + std::string(r.path_value("rest"))); });
+    m.handle("/", [](response_writer& w, request&) { w.write("root"); });
+  });
+}
+
 TEST(ServeMux, WrongMethodGets405WithAllowAndUncleanPathsRedirect) {
   with_server([](test_server& ts) {
     raw_client c(ts.addr);
