@@ -214,14 +214,17 @@ void pd_set_deadline(poll_desc* pd, int64_t deadline, int mode) {
     lock_guard l(pd->mu);
     if (pd->closing) return;
     auto apply = [&](int m, int64_t& d, uint32_t& seq, weft::detail::timer& t, std::atomic<bool>& expired) {
+      // The new seq makes an armed timer stale: it may stay in the heap and fire for
+      // nothing, which costs less than taking it out now. A server clears its read
+      // deadline on every request and sets a later one for the next, and a pending
+      // timer moved later is only re-dated (timer_reset), so that pattern touches the
+      // heap about once per timer key's lifetime instead of twice per request.
       seq++;
       if (deadline == 0) {
         d = 0;
-        weft::detail::timer_stop(&t);  // a firing in flight sees the new seq: stale
         expired.store(false, std::memory_order_release);
       } else if (deadline <= now) {
         d = -1;
-        weft::detail::timer_stop(&t);
         expired.store(true, std::memory_order_release);
       } else {
         d = deadline;

@@ -19,9 +19,10 @@
 // us again).
 //
 // Deadlines (set_deadline) arm runtime timers; a deadline in the past fails waits at
-// once. Each arming bumps the direction's sequence number, and a timer that fires with
-// an old sequence number does nothing, so extending or clearing a deadline needs no
-// synchronous timer stop on the hot path. close() marks the descriptor closing, bumps
+// once. Each change bumps the direction's sequence number, and a timer that fires with
+// an old sequence number does nothing, so clearing a deadline leaves its timer armed
+// (stale) and extending one only re-dates it: the hot path takes no timer out of the
+// heap. close() marks the descriptor closing, bumps
 // the sequence numbers, wakes both waiters (their waits then report `closed`) and stops
 // the timers. The descriptor's identity as seen by the OS poller is (pointer, fdseq):
 // fdseq changes on every open, so a late event for a closed descriptor, or for the next

@@ -237,7 +237,13 @@ struct conn_loop {
   uint64_t body_limit = 0;           // this request's body limit
 
   request_state* st = nullptr;       // while a handler runs
+  // The handler deadline's timer. Armed with the request's number and left armed after
+  // the request ends: the next request re-dates it (a pending timer moved later costs
+  // no heap operation), and a firing for a request that is no longer the active one
+  // does nothing. cs->phase_mu orders that check against the end of the request.
   weft::detail::timer deadline_timer;
+  uint64_t deadline_seq = 0;         // the latest request's number
+  uint64_t active_deadline_seq = 0;  // cs->phase_mu: the running handler's, 0 if none
   wait_group helpers;                // the 503 writer, if the deadline spawned one
   weft::mutex write_mu;              // the handler and the 503 writer share the socket
 
@@ -518,7 +524,7 @@ void request::shorten_deadline(clock::time_point t) {
   int64_t d = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   if (d <= 0 || d >= st_->deadline_ns) return;
   st_->deadline_ns = d;
-  weft::detail::timer_reset(&st_->loop->deadline_timer, d);
+  weft::detail::timer_reset(&st_->loop->deadline_timer, d, st_->loop->deadline_seq);
   weft::detail::spin_guard l(st_->ctx_mu);
   if (st_->ctx_made) {
     // Already handed out: derive an earlier child (the old one stays valid). `cancel`
@@ -540,7 +546,7 @@ bool request::extend_deadline(clock::time_point t) {
     if (st_->ctx_made) return false;  // a context's deadline cannot move later
     st_->deadline_ns = d;
   }
-  weft::detail::timer_reset(&st_->loop->deadline_timer, d);
+  weft::detail::timer_reset(&st_->loop->deadline_timer, d, st_->loop->deadline_seq);
   return true;
 }
 
@@ -756,24 +762,46 @@ namespace detail {
 
 // The deadline passed with nothing written: the response becomes a 503 (from the
 // deadline timer, or from the handler's first write if its context woke it first).
-void answer_timeout(conn_loop* l) {
+namespace {
+
+// Takes the response for the 503, if nothing was written: then the caller sends it with
+// send_timeout_response(). The helpers count taken here makes the request's end wait
+// for that response.
+bool claim_for_timeout(conn_loop* l) {
   request_state* rs = l->st;
-  if (!rs) return;
+  if (!rs) return false;
   // The context has this deadline too and cancels itself (deadline_exceeded).
   int expected = request_state::kUnclaimed;
-  if (!rs->owner.compare_exchange_strong(expected, request_state::kTimedOut, std::memory_order_acq_rel)) return;
-  // Nothing written: answer 503 now, from a goroutine (a write may block). The loop
-  // waits for it before it tears the request down.
+  if (!rs->owner.compare_exchange_strong(expected, request_state::kTimedOut, std::memory_order_acq_rel)) return false;
   l->helpers.add(1);
+  return true;
+}
+
+// From a goroutine: the write may block. The loop waits for it (helpers) before it
+// tears the request down.
+void send_timeout_response(conn_loop* l) {
   weft::go([l] {
     l->simple_response(503, "Service Unavailable\n", true);
     l->helpers.done();
   });
 }
 
+}  // namespace
+
+void answer_timeout(conn_loop* l) {
+  if (claim_for_timeout(l)) send_timeout_response(l);
+}
+
 namespace {
 
-void on_deadline(weft::detail::timer*, void* arg, uintptr_t) { answer_timeout(static_cast<conn_loop*>(arg)); }
+void on_deadline(weft::detail::timer*, void* arg, uintptr_t seq) {
+  auto* l = static_cast<conn_loop*>(arg);
+  {
+    weft::detail::spin_guard g(l->cs->phase_mu);
+    if (l->active_deadline_seq != seq || !claim_for_timeout(l)) return;  // stale, or answered
+  }
+  send_timeout_response(l);
+}
 
 // Hang-up watch: the peer went away (or half-closed with nothing more to read).
 void on_hangup(void* arg) {
@@ -941,13 +969,15 @@ bool conn_loop::handle_request() {
   if (opts->read_timeout.count() == 0 && headers_done && !message_done) c.set_read_deadline({});
 
   st = &rs;
-  weft::detail::timer_reset(&deadline_timer, rs.deadline_ns);
-  c.watch_hangup(&on_hangup, this);
+  uint64_t seq = ++deadline_seq;
   {
     weft::detail::spin_guard g(cs->phase_mu);
     cs->cancel_current = &force_cancel;
     cs->cancel_arg = this;
+    active_deadline_seq = seq;
   }
+  weft::detail::timer_reset(&deadline_timer, rs.deadline_ns, seq);
+  c.watch_hangup(&on_hangup, this);
   if (cs->force_close.load(std::memory_order_acquire)) rs.cancel_ctx(context_errc::canceled);
 
   srv->stats.requests.add(1);
@@ -971,13 +1001,14 @@ bool conn_loop::handle_request() {
     }
   }
 
-  // The handler is done (or gave up): no more deadline or hang-up callbacks.
-  weft::detail::timer_stop_sync(&deadline_timer);
+  // The handler is done (or gave up): no more deadline or hang-up callbacks. The
+  // deadline timer stays armed; past this point its firing is stale (on_deadline).
   c.unwatch_hangup();
   {
     weft::detail::spin_guard g(cs->phase_mu);
     cs->cancel_current = nullptr;
     cs->cancel_arg = nullptr;
+    active_deadline_seq = 0;
   }
   helpers.wait();  // a 503 writer, if the deadline spawned one
   // As in Go, the request's context is cancelled once the handler has returned: this
@@ -1154,6 +1185,7 @@ void conn_loop::finish(bool clean) {
   else
     lingering_close();
   weft::detail::timer_stop_sync(&idle_timer);
+  if (started) weft::detail::timer_stop_sync(&deadline_timer);  // armed past its request
   server::impl* s = srv;
   std::unique_ptr<conn_state> owned(cs);
   {

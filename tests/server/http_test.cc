@@ -479,6 +479,37 @@ TEST(Http, HandlerDeadlineCancelsTheContextAndAnswers503) {
   });
 }
 
+// The handler deadline's timer outlives its request (the next request re-dates it): a
+// deadline that passes while the connection is idle, or belongs to an earlier request,
+// must answer nothing, and later deadlines must still fire.
+TEST(Http, AnEarlierRequestsDeadlineNeverAnswersALaterRequest) {
+  server_options o;
+  o.handler_timeout = 300ms;
+  with_server([&](test_server& ts) {
+    raw_client c(ts.addr);
+    c.send("GET /fast HTTP/1.1\r\nHost: x\r\nRequest-Timeout: 20\r\n\r\n");
+    EXPECT_EQ(c.read_response().status, 200);
+    weft::sleep_for(60ms);  // its deadline passes with no request running
+    // Pipelined: the first one's 20 ms deadline comes due while the second one runs.
+    c.send("GET /fast HTTP/1.1\r\nHost: x\r\nRequest-Timeout: 20\r\n\r\n"
+           "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(c.read_response().status, 200);
+    auto r = c.read_response();
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "slow");
+    auto t0 = std::chrono::steady_clock::now();
+    c.send("GET /slow HTTP/1.1\r\nHost: x\r\nRequest-Timeout: 20\r\n\r\n");
+    EXPECT_EQ(c.read_response().status, 503);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 45ms + 200ms);
+  }, o, [&](serve_mux& m) {
+    m.handle("GET /fast", [](response_writer& w, request&) { w.write("fast"); });
+    m.handle("GET /slow", [](response_writer& w, request&) {
+      weft::sleep_for(45ms);
+      w.write("slow");
+    });
+  });
+}
+
 TEST(Http, RequestTimeoutHeaderShortensButNeverExtendsTheDeadline) {
   server_options o;
   o.handler_timeout = 300ms;
