@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The echo benchmarks (docs/benchmarks.md): weft's echo_server and the Go peer in turn,
 # ROUNDS times alternating, the same client (bench/echo_bench) against both; prints the
-# median of every figure per server, then the ratios weft/go.
+# median of every figure per server, then the ratios weft/go. The *_rps_per_core figures
+# are the same work per second of the server's own CPU time (the client shares the two
+# cores, so the rps figures carry its cost too).
 #
 #   bench/echo_bench.sh [BUILD_DIR]      SECS=5 per figure, ROUNDS=3
 set -uo pipefail
@@ -17,7 +19,7 @@ run_one() {  # NAME PORT COMMAND...
   "$@" > "$out/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 200); do grep -q "listening on" "$out/$name.log" && break; sleep 0.05; done
-  WEFT_MAXPROCS=2 "$build/bench/echo_bench" --addr "127.0.0.1:$port" --seconds "$secs"
+  WEFT_MAXPROCS=2 "$build/bench/echo_bench" --addr "127.0.0.1:$port" --seconds "$secs" --server-pid $pid
   kill -TERM $pid; wait $pid 2>/dev/null
 }
 
