@@ -293,17 +293,32 @@ cancelable with_cancel(const context& parent) { return detail::make_cancelable(d
 
 cancelable with_cancel_cause(const context& parent) { return with_cancel(parent); }
 
-cancelable with_deadline(const context& parent, context::time_point deadline) {
-  int64_t d = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
-  if (parent.node() && parent.node()->deadline_ns != 0 && parent.node()->deadline_ns <= d)
-    return with_cancel(parent);  // the parent's deadline comes first anyway
+namespace {
+
+// with_deadline without the timer: the node, cancelled at once if d has passed. Null
+// node (then r is with_cancel's) if the parent's deadline comes first anyway.
+ctx_node* new_deadline_node(const context& parent, int64_t d, cancelable& r) {
+  if (parent.node() && parent.node()->deadline_ns != 0 && parent.node()->deadline_ns <= d) {
+    r = with_cancel(parent);  // the parent's deadline comes first anyway
+    return nullptr;
+  }
   ctx_node* n = detail::new_cancel_node(parent);
   n->deadline_ns = d;
-  cancelable r = detail::make_cancelable(n);
+  r = detail::make_cancelable(n);
   if (d <= detail::nanotime()) {
     n->cancel(true, context_errc::deadline_exceeded, {});
-    return r;
+    return nullptr;
   }
+  return n;
+}
+
+}  // namespace
+
+cancelable with_deadline(const context& parent, context::time_point deadline) {
+  int64_t d = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+  cancelable r;
+  ctx_node* n = new_deadline_node(parent, d, r);
+  if (!n) return r;
   n->mu.acquire();
   if (!n->canceled) {
     n->has_timer = true;
@@ -315,6 +330,21 @@ cancelable with_deadline(const context& parent, context::time_point deadline) {
   n->mu.release();
   return r;
 }
+
+namespace detail {
+
+cancelable with_deadline_untimed(const context& parent, context::time_point deadline) {
+  int64_t d = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+  cancelable r;
+  new_deadline_node(parent, d, r);
+  return r;
+}
+
+void expire(const context& c) {
+  if (ctx_node* n = c.node(); n && n->k == ctx_node::kind::cancel) n->cancel(true, context_errc::deadline_exceeded, {});
+}
+
+}  // namespace detail
 
 cancelable with_timeout(const context& parent, std::chrono::nanoseconds timeout) {
   auto now = std::chrono::steady_clock::now();

@@ -123,6 +123,14 @@ context with_value(const context& parent, const context_key<T>& key, V&& value);
 
 namespace detail {
 context make_value_ctx(const context& parent, const void* key, std::any value);
+
+// A deadline context without a timer of its own, for an owner that already runs a timer
+// for the same deadline (the HTTP server's handler deadline): the owner calls expire()
+// when the deadline passes. Otherwise as with_deadline: deadline() reports it, and a
+// deadline already past cancels the context at once.
+cancelable with_deadline_untimed(const context& parent, context::time_point deadline);
+// Cancels c with deadline_exceeded (if it is not cancelled already).
+void expire(const context& c);
 }
 
 template <class T, class V>

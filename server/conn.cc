@@ -164,27 +164,45 @@ struct request_state {
   static constexpr int kUnclaimed = 0, kHandler = 1, kTimedOut = 2;
   std::atomic<int> owner{kUnclaimed};
 
-  // The context, made on demand; cancellation may come first (deadline, hang-up).
+  // The context, made on demand; cancellation may come first (deadline, hang-up). It
+  // has no timer of its own: the connection's deadline timer expires it (on_deadline),
+  // so a request that uses its context arms one timer, not two.
   weft::detail::spinlock ctx_mu;
   bool ctx_made = false;
-  context ctx;
+  context ctx;                       // what ctx() hands out (shorten_deadline may derive)
+  context root;                      // the request's own: expiring it ends every derived one
   cancel_func cancel;
   bool canceled = false;
+  bool expired = false;              // the deadline passed before the context was made
   std::error_code cancel_cause;
 
   const context& get_ctx() {
     weft::detail::spin_guard l(ctx_mu);
     if (!ctx_made) {
-      auto c = with_deadline(background(), clock::time_point(std::chrono::nanoseconds(deadline_ns)));
-      ctx = std::move(c.ctx);
+      auto c = weft::detail::with_deadline_untimed(background(),
+                                                   clock::time_point(std::chrono::nanoseconds(deadline_ns)));
+      ctx = root = std::move(c.ctx);
       cancel = std::move(c.cancel);
       ctx_made = true;
-      if (canceled) cancel(cancel_cause);
+      if (expired)
+        weft::detail::expire(root);
+      else if (canceled)
+        cancel(cancel_cause);
     }
     return ctx;
   }
-  // The client went away (or shutdown forces it): cancel. The deadline needs no call:
-  // the context carries the same deadline and reports deadline_exceeded by itself.
+  // The deadline passed (on_deadline): the context ends with deadline_exceeded.
+  void expire_ctx() {
+    context c;
+    {
+      weft::detail::spin_guard l(ctx_mu);
+      if (canceled) return;
+      canceled = expired = true;
+      if (ctx_made) c = root;
+    }
+    if (c.node()) weft::detail::expire(c);
+  }
+  // The client went away (or shutdown forces it), or the request is over: cancel.
   void cancel_ctx(std::error_code cause) {
     cancel_func f;
     {
@@ -247,7 +265,7 @@ struct conn_loop {
   weft::detail::timer deadline_timer;
   uint64_t deadline_seq = 0;         // the latest request's number
   uint64_t active_deadline_seq = 0;  // cs->phase_mu: the running handler's, 0 if none
-  wait_group helpers;                // the 503 writer, if the deadline spawned one
+  wait_group helpers;                // on_deadline in progress, and the 503 writer it spawns
   weft::mutex write_mu;              // the handler and the 503 writer share the socket
 
   std::error_code flush_locked();
@@ -773,7 +791,6 @@ namespace {
 bool claim_for_timeout(conn_loop* l) {
   request_state* rs = l->st;
   if (!rs) return false;
-  // The context has this deadline too and cancels itself (deadline_exceeded).
   int expected = request_state::kUnclaimed;
   if (!rs->owner.compare_exchange_strong(expected, request_state::kTimedOut, std::memory_order_acq_rel)) return false;
   l->helpers.add(1);
@@ -797,13 +814,19 @@ void answer_timeout(conn_loop* l) {
 
 namespace {
 
+// The handler's deadline passed: the 503 (if nothing was written), then the context, so
+// that a handler woken by its context finds the response already taken.
 void on_deadline(weft::detail::timer*, void* arg, uintptr_t seq) {
   auto* l = static_cast<conn_loop*>(arg);
   {
     weft::detail::spin_guard g(l->cs->phase_mu);
-    if (l->active_deadline_seq != seq || !claim_for_timeout(l)) return;  // stale, or answered
+    if (l->active_deadline_seq != seq) return;  // stale: its request is over
+    l->helpers.add(1);  // the request's end (which clears the seq first) waits for us
   }
-  send_timeout_response(l);
+  bool answer = claim_for_timeout(l);
+  l->st->expire_ctx();
+  if (answer) send_timeout_response(l);
+  l->helpers.done();
 }
 
 // Hang-up watch: the peer went away (or half-closed with nothing more to read).
@@ -1013,9 +1036,9 @@ bool conn_loop::handle_request() {
     cs->cancel_arg = nullptr;
     active_deadline_seq = 0;
   }
-  helpers.wait();  // a 503 writer, if the deadline spawned one
-  // As in Go, the request's context is cancelled once the handler has returned: this
-  // also disarms its deadline timer, which would otherwise keep it alive until then.
+  helpers.wait();  // a deadline firing in progress, and the 503 writer it spawned
+  // As in Go, the request's context is cancelled once the handler has returned (a copy
+  // the handler kept, or a child's timer from shorten_deadline, ends now too).
   rs.cancel_ctx(context_errc::canceled);
 
   bool timed_out = rs.owner.load(std::memory_order_acquire) == request_state::kTimedOut;

@@ -524,6 +524,41 @@ TEST(Context, ADeadlineInThePastCancelsAtOnce) {
   });
 }
 
+// detail::with_deadline_untimed: the deadline without a timer of its own (the HTTP
+// server expires it from the timer it already runs). It reports its deadline, is not
+// cancelled when it passes until expire() is called, then ends with deadline_exceeded,
+// as do its children; a past deadline still cancels at once, and expire() after a
+// cancel changes nothing.
+TEST(Context, AnUntimedDeadlineEndsOnlyWhenItsOwnerExpiresIt) {
+  run_checked([] {
+    auto when = clk::now() + 1ms;
+    cancelable u = detail::with_deadline_untimed(background(), when);
+    cancelable child = with_cancel(u.ctx);
+    ASSERT_TRUE(u.ctx.deadline().has_value());
+    EXPECT_EQ(*u.ctx.deadline(), when);
+    cancelable witness = with_deadline(background(), when + 20ms);  // a timed one, later
+    ASSERT_TRUE(wait_done(witness.ctx));
+    EXPECT_FALSE(u.ctx.err()) << "an untimed deadline fired by itself";
+    detail::expire(u.ctx);
+    EXPECT_EQ(u.ctx.err(), context_errc::deadline_exceeded);
+    EXPECT_TRUE(is_done(u.ctx));
+    EXPECT_EQ(child.ctx.err(), context_errc::deadline_exceeded);
+    u.cancel();
+    EXPECT_EQ(u.ctx.err(), context_errc::deadline_exceeded);
+
+    cancelable past = detail::with_deadline_untimed(background(), clk::now() - 1s);
+    EXPECT_EQ(past.ctx.err(), context_errc::deadline_exceeded);
+    cancelable c = detail::with_deadline_untimed(background(), clk::now() + 1h);
+    EXPECT_EQ(detail::timers_pending(), 0) << "an untimed deadline armed a timer";
+    c.cancel();
+    detail::expire(c.ctx);
+    EXPECT_EQ(c.ctx.err(), context_errc::canceled);
+    child.cancel();
+    past.cancel();
+    witness.cancel();
+  });
+}
+
 TEST(Context, CancelBeforeTheDeadlineWinsForGood) {
   run_checked([] {
     cancelable c = with_timeout(background(), 5ms);

@@ -510,6 +510,39 @@ TEST(Http, AnEarlierRequestsDeadlineNeverAnswersALaterRequest) {
   });
 }
 
+// The request's context has no timer of its own: the connection's deadline timer
+// expires it. A handler that first asks for its context after the deadline, or that
+// holds a copy taken before a shorter per-request deadline, still sees
+// deadline_exceeded.
+TEST(Http, TheContextEndsWithTheDeadlineHoweverLateItIsAskedFor) {
+  server_options o;
+  o.handler_timeout = 50ms;
+  chan<std::error_code> seen(2);
+  with_server([&](test_server& ts) {
+    raw_client c(ts.addr);
+    c.send("GET /late HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(c.read_response().status, 503);
+    EXPECT_EQ(seen.recv().value, context_errc::deadline_exceeded);
+    raw_client d(ts.addr);
+    d.send("GET /early HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(d.read_response().status, 503);
+    EXPECT_EQ(seen.recv().value, context_errc::deadline_exceeded);
+  }, o, [&](serve_mux& m) {
+    m.handle("GET /late", [&](response_writer&, request& r) {
+      weft::sleep_for(120ms);  // past the deadline, without looking at the context
+      seen.send(r.ctx().err());
+    });
+    m.handle("GET /early", [&](response_writer&, request& r) {
+      context kept = r.ctx();  // the request's own, before the deadline shrinks
+      r.shorten_deadline(std::chrono::steady_clock::now() + 20ms);
+      std::monostate m;
+      time_point t;
+      select(case_recv(kept.done(), m), case_recv(after(2s), t));  // bounded if it never ends
+      seen.send(kept.err());
+    });
+  });
+}
+
 TEST(Http, RequestTimeoutHeaderShortensButNeverExtendsTheDeadline) {
   server_options o;
   o.handler_timeout = 300ms;
