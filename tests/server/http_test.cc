@@ -543,6 +543,24 @@ TEST(Http, TheContextEndsWithTheDeadlineHoweverLateItIsAskedFor) {
   });
 }
 
+// A handler that returns as soon as its context ends, writing nothing, must leave the
+// client a 503, never an empty 200. The context is expired by the same timer that
+// claims the 503, and after it: with a timer of its own, the context could wake the
+// handler, and the request end, before the 503 was claimed (seen once under TSan).
+TEST(Http, AHandlerThatReturnsAtItsDeadlineWithoutWritingLeavesA503) {
+  server_options o;
+  o.handler_timeout = 20ms;
+  with_server([&](test_server& ts) {
+    for (int i = 0; i < 20; i++) {
+      raw_client c(ts.addr);
+      c.send("GET /quit HTTP/1.1\r\nHost: x\r\n\r\n");
+      EXPECT_EQ(c.read_response().status, 503) << "request " << i;
+    }
+  }, o, [&](serve_mux& m) {
+    m.handle("GET /quit", [](response_writer&, request& r) { r.ctx().done().recv(); });
+  });
+}
+
 TEST(Http, RequestTimeoutHeaderShortensButNeverExtendsTheDeadline) {
   server_options o;
   o.handler_timeout = 300ms;
