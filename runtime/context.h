@@ -129,7 +129,8 @@ context make_value_ctx(const context& parent, const void* key, std::any value);
 // when the deadline passes. Otherwise as with_deadline: deadline() reports it, and a
 // deadline already past cancels the context at once.
 cancelable with_deadline_untimed(const context& parent, context::time_point deadline);
-// Cancels c with deadline_exceeded (if it is not cancelled already).
+// Cancels c, a context with_deadline_untimed returned, with deadline_exceeded (if it
+// is not cancelled already); its children end with it. Does nothing to a value layer.
 void expire(const context& c);
 }
 
