@@ -90,13 +90,16 @@ void conn_state::force() {
   void (*cancel)(void*) = nullptr;
   void* arg = nullptr;
   {
+    // The cancel runs under phase_mu: the request's end clears cancel_current under it
+    // before its state goes away, so the state is alive while we hold it. (Cancelling a
+    // context only readies goroutines; nothing under it takes phase_mu.)
     weft::detail::spin_guard l(phase_mu);
     if (phase == conn_phase::active) srv->stats.active_conns.add(-1);
     phase = conn_phase::closing;
     cancel = cancel_current;
     arg = cancel_arg;
+    if (cancel) cancel(arg);
   }
-  if (cancel) cancel(arg);
   c.close();
 }
 
@@ -550,7 +553,7 @@ void request::shorten_deadline(clock::time_point t) {
   if (st_->ctx_made) {
     // Already handed out: derive an earlier child (the old one stays valid). `cancel`
     // stays the root's: cancelling it at the end of the request ends the child too.
-    st_->ctx = with_deadline(st_->ctx, t).ctx;
+    st_->ctx = weft::detail::with_deadline_untimed(st_->ctx, t).ctx;  // on_deadline expires root
   }
 }
 
@@ -1036,6 +1039,12 @@ bool conn_loop::handle_request() {
     cs->cancel_arg = nullptr;
     active_deadline_seq = 0;
   }
+  // Past the deadline with nothing written, the response is the 503's even if the timer
+  // has not fired yet: a handler may have seen its context end first (a context made
+  // after the deadline is born expired) and returned without writing.
+  if (rs.owner.load(std::memory_order_acquire) == request_state::kUnclaimed && rs.deadline_ns < INT64_MAX / 2 &&
+      weft::detail::nanotime() >= rs.deadline_ns)
+    answer_timeout(this);
   helpers.wait();  // a deadline firing in progress, and the 503 writer it spawned
   // As in Go, the request's context is cancelled once the handler has returned (a copy
   // the handler kept, or a child's timer from shorten_deadline, ends now too).
@@ -1210,8 +1219,10 @@ void conn_loop::finish(bool clean) {
     c.close();
   else
     lingering_close();
-  weft::detail::timer_stop_sync(&idle_timer);
-  if (started) weft::detail::timer_stop_sync(&deadline_timer);  // armed past its request
+  if (started) {  // else never armed (a connection accepted as shutdown began)
+    weft::detail::timer_stop_sync(&idle_timer);
+    weft::detail::timer_stop_sync(&deadline_timer);  // armed past its request
+  }
   server::impl* s = srv;
   std::unique_ptr<conn_state> owned(cs);
   {

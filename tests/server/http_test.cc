@@ -556,6 +556,13 @@ TEST(Http, AHandlerThatReturnsAtItsDeadlineWithoutWritingLeavesA503) {
       c.send("GET /quit HTTP/1.1\r\nHost: x\r\n\r\n");
       EXPECT_EQ(c.read_response().status, 503) << "request " << i;
     }
+    // A deadline already past when the handler asks for its context: the context is
+    // born expired, and the handler returns before the deadline timer has run.
+    for (int i = 0; i < 20; i++) {
+      raw_client c(ts.addr);
+      c.send("GET /quit HTTP/1.1\r\nHost: x\r\nRequest-Timeout: 0\r\n\r\n");
+      EXPECT_EQ(c.read_response().status, 503) << "request " << i << " with Request-Timeout: 0";
+    }
   }, o, [&](serve_mux& m) {
     m.handle("GET /quit", [](response_writer&, request& r) { r.ctx().done().recv(); });
   });
