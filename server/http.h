@@ -84,6 +84,11 @@ struct request_state;
 
 class request {
  public:
+  request() = default;
+  // Not copied or moved: pattern() may view pattern_owned_, and handlers get a reference.
+  request(const request&) = delete;
+  request& operator=(const request&) = delete;
+
   std::string_view method() const { return method_; }
   // The request target as sent ("/a/b?x=1", "*", or an absolute URL).
   std::string_view target() const { return target_; }
