@@ -151,7 +151,8 @@ struct request_state {
   request* req;
   response_writer* w;
   clock::time_point start;
-  int64_t deadline_ns = 0;           // nanotime
+  static constexpr int64_t kNoDeadline = INT64_MAX / 2;
+  int64_t deadline_ns = 0;           // nanotime; kNoDeadline without a handler timeout
   bool head = false;                 // HEAD: headers only
   bool expect_continue = false;
   bool sent_continue = false;
@@ -178,6 +179,8 @@ struct request_state {
   bool canceled = false;
   bool expired = false;              // the deadline passed before the context was made
   std::error_code cancel_cause;
+
+  bool past_deadline() const { return deadline_ns < kNoDeadline && weft::detail::nanotime() >= deadline_ns; }
 
   const context& get_ctx() {
     weft::detail::spin_guard l(ctx_mu);
@@ -706,10 +709,10 @@ bool claim(request_state& rs) {
   int o = rs.owner.load(std::memory_order_acquire);
   if (o == request_state::kHandler) return true;
   if (o == request_state::kTimedOut) return false;
-  // Past the deadline the response is the 503's. The context's own timer fires at the
-  // same instant as the deadline timer, from another heap perhaps, and may wake the
-  // handler first: the first write settles it here instead of racing that timer.
-  if (rs.deadline_ns < INT64_MAX / 2 && weft::detail::nanotime() >= rs.deadline_ns) {
+  // Past the deadline the response is the 503's, even if the deadline timer has not
+  // run yet (a handler may see its context born expired, or overrun without looking):
+  // the first write settles it here instead of racing that timer.
+  if (rs.past_deadline()) {
     detail::answer_timeout(rs.loop);
     return false;
   }
@@ -986,7 +989,7 @@ bool conn_loop::handle_request() {
   // clock read serves both).
   int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(rs.start.time_since_epoch()).count();
   rs.deadline_ns = now + opts->handler_timeout.count();
-  if (opts->handler_timeout.count() <= 0) rs.deadline_ns = INT64_MAX / 2;
+  if (opts->handler_timeout.count() <= 0) rs.deadline_ns = request_state::kNoDeadline;
   std::string_view rt = r.headers_.get("Request-Timeout");
   if (!rt.empty()) {
     uint64_t ms = 0;
@@ -1042,9 +1045,7 @@ bool conn_loop::handle_request() {
   // Past the deadline with nothing written, the response is the 503's even if the timer
   // has not fired yet: a handler may have seen its context end first (a context made
   // after the deadline is born expired) and returned without writing.
-  if (rs.owner.load(std::memory_order_acquire) == request_state::kUnclaimed && rs.deadline_ns < INT64_MAX / 2 &&
-      weft::detail::nanotime() >= rs.deadline_ns)
-    answer_timeout(this);
+  if (rs.owner.load(std::memory_order_acquire) == request_state::kUnclaimed && rs.past_deadline()) answer_timeout(this);
   helpers.wait();  // a deadline firing in progress, and the 503 writer it spawned
   // As in Go, the request's context is cancelled once the handler has returned (a copy
   // the handler kept, or a child's timer from shorten_deadline, ends now too).
