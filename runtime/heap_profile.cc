@@ -319,8 +319,10 @@ ptr_entry shard_remove(ptr_shard& s, uintptr_t key) {
 // pointers (libstdc++, libc, the sanitizer runtimes) leaves rbp holding anything, and a
 // garbage value that passes the bounds checks would otherwise add made-up frames, a new
 // stack (and bucket) per sample. Rebuilt when the loader's adds/subs counters move (a
-// dlopen or dlclose); a superseded table is leaked, as a reader may still hold it.
+// dlopen or dlclose); a superseded table is never freed, as a reader may still hold it,
+// but stays linked from g_retired (one per dlopen/dlclose), so that leak checkers see it.
 struct text_ranges {
+  text_ranges* retired_next = nullptr;  // g_retired's list
   uint64_t adds = 0;
   uint64_t subs = 0;
   int n = 0;
@@ -341,6 +343,7 @@ struct text_ranges {
 };
 
 constinit std::atomic<text_ranges*> g_text{nullptr};
+constinit std::atomic<text_ranges*> g_retired{nullptr};
 
 int read_loader_counters(dl_phdr_info* info, std::size_t, void* arg) {
   auto* c = static_cast<uint64_t*>(arg);
@@ -379,12 +382,18 @@ bool is_text(uintptr_t pc) {
   // lock, and a thread inside someone's dl_iterate_phdr callback may allocate and come
   // here: a lock of ours around it would be taken in both orders). Racing rebuilders
   // publish with a CAS; the loser frees its copy. A replaced table is never freed (a
-  // reader may still hold it): one per dlopen/dlclose.
+  // reader may still hold it): it joins g_retired, one per dlopen/dlclose.
   auto* fresh = static_cast<text_ranges*>(std::calloc(1, sizeof(text_ranges)));
   if (fresh == nullptr) return false;
   dl_iterate_phdr(collect_text, fresh);
-  if (g_text.compare_exchange_strong(t, fresh, std::memory_order_acq_rel, std::memory_order_acquire))
+  if (g_text.compare_exchange_strong(t, fresh, std::memory_order_acq_rel, std::memory_order_acquire)) {
+    if (t) {
+      t->retired_next = g_retired.load(std::memory_order_relaxed);
+      while (!g_retired.compare_exchange_weak(t->retired_next, t, std::memory_order_release)) {
+      }
+    }
     return fresh->contains(pc);
+  }
   std::free(fresh);
   return t != nullptr && t->contains(pc);
 }
