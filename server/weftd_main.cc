@@ -265,7 +265,9 @@ int main(int argc, char** argv) {
       ready.store(false, std::memory_order_release);
       shutting_down.store(true, std::memory_order_release);
       spdlog::info("weftd: {} received: draining (grace {})", strsignal(sig), config::format_duration(cfg.shutdown_grace));
-      weft::go([&srv, &debug_srv, &drained, &sigs, grace = cfg.shutdown_grace] {
+      // drained and sigs by value: once drained is closed, main may return and drop its
+      // references while this goroutine is still inside sigs->close().
+      weft::go([&srv, &debug_srv, drained, sigs, grace = cfg.shutdown_grace] {
         wait_group both;
         if (debug_srv) {
           // The debug listener drains alongside (a running CPU profile ends with it).

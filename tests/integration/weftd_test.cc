@@ -133,22 +133,47 @@ TEST(Weftd, RequestTimeoutHeaderGets503AndDisconnectsCancel) {
   EXPECT_EQ(w.stop(), 0);
 }
 
+// weft_http_connections{state="active"} from /metrics on a debug listener.
+int active_connections(const std::string& debug_addr) {
+  sock s(debug_addr);
+  s.send("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  std::string body = s.recv_all(5000ms);
+  std::smatch m;
+  if (!std::regex_search(body, m, std::regex(R"re(weft_http_connections\{state="active"\} (\d+))re"))) return -1;
+  return std::stoi(m[1]);
+}
+
 TEST(Weftd, SigtermWhile200RequestsAreInFlightAnswersThemAllAndExitsZero) {
-  weftd w({"--shutdown-grace", "10s"});
-  ASSERT_FALSE(w.addr.empty());
+  weftd w({"--shutdown-grace", "10s", "--debug-listen", "127.0.0.1:0"});
+  ASSERT_FALSE(w.addr.empty()) << w.read_log();
+  std::smatch dm;
+  std::string log = w.read_log();  // the debug line comes before the serving line
+  ASSERT_TRUE(std::regex_search(log, dm, std::regex(R"(/debug and /metrics on (\S+))"))) << log;
+  const std::string dbg = dm[1];
   constexpr int n = 200;
   std::vector<std::unique_ptr<sock>> socks;
   for (int i = 0; i < n; i++) {
     socks.push_back(std::make_unique<sock>(w.addr));
     ASSERT_GE(socks.back()->fd, 0);
-    socks.back()->send("GET /sleep?ms=800 HTTP/1.1\r\nHost: x\r\n\r\n");
+    socks.back()->send("GET /sleep?ms=2000 HTTP/1.1\r\nHost: x\r\n\r\n");
   }
-  std::this_thread::sleep_for(200ms);  // all 200 are in their handlers
+  // All 200 are in their handlers: the count includes the /metrics request's own
+  // connection.
+  int active = 0;
+  for (int i = 0; i < 500 && (active = active_connections(dbg)) < n + 1; i++) std::this_thread::sleep_for(10ms);
+  ASSERT_GE(active, n + 1) << w.read_log();
   kill(w.pid, SIGTERM);
-  std::this_thread::sleep_for(100ms);
-  // New connections are refused now.
-  sock late(w.addr);
-  EXPECT_LT(late.fd, 0) << "a new connection was accepted during the drain";
+  // New connections are refused while the 200 are still in their handlers.
+  bool refused = false;
+  for (int i = 0; i < 500 && !refused; i++) {
+    sock late(w.addr);
+    refused = late.fd < 0;
+    if (!refused) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(refused) << "the listener stayed open during the drain";
+  char b;
+  EXPECT_EQ(::recv(socks.front()->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT), -1)
+      << "the drain had ended before the listener closed";
   int ok = 0;
   for (auto& s : socks) ok += s->recv_all(5000ms).rfind("HTTP/1.1 200 OK", 0) == 0;
   EXPECT_EQ(ok, n);
