@@ -121,16 +121,29 @@ TEST(Weftd, RequestTimeoutHeaderGets503AndDisconnectsCancel) {
   // A client that gives up after 200 ms: the handler's context is cancelled and it
   // returns at once (the access log records its duration).
   run_cmd("curl -s -m 0.2 '" + w.url("/sleep?ms=5000") + "'");
-  std::this_thread::sleep_for(300ms);
-  std::string log = w.read_log(".out");
-  std::string last;
+  // The second entry is written when that handler returns.
   const std::regex entry(R"re("path":"/sleep","status":(\d+),"bytes":\d+,"duration_ms":([0-9.]+))re");
-  for (auto it = std::sregex_iterator(log.begin(), log.end(), entry);
-       it != std::sregex_iterator(); ++it)
-    last = (*it)[2];
+  std::string log, last;
+  for (int i = 0; i < 500; i++) {
+    log = w.read_log(".out");
+    int entries = 0;
+    for (auto it = std::sregex_iterator(log.begin(), log.end(), entry); it != std::sregex_iterator(); ++it, entries++)
+      last = (*it)[2];
+    if (entries >= 2) break;
+    last.clear();
+    std::this_thread::sleep_for(10ms);
+  }
   ASSERT_FALSE(last.empty()) << log;
   EXPECT_LT(std::stod(last), 1000.0) << log;
   EXPECT_EQ(w.stop(), 0);
+}
+
+// The address of weftd's debug listener (--debug-listen); its log line comes before
+// the serving line.
+std::string debug_address(const weftd& w) {
+  std::smatch m;
+  std::string log = w.read_log();
+  return std::regex_search(log, m, std::regex(R"(/debug and /metrics on (\S+))")) ? m[1].str() : "";
 }
 
 // weft_http_connections{state="active"} from /metrics on a debug listener.
@@ -146,10 +159,8 @@ int active_connections(const std::string& debug_addr) {
 TEST(Weftd, SigtermWhile200RequestsAreInFlightAnswersThemAllAndExitsZero) {
   weftd w({"--shutdown-grace", "10s", "--debug-listen", "127.0.0.1:0"});
   ASSERT_FALSE(w.addr.empty()) << w.read_log();
-  std::smatch dm;
-  std::string log = w.read_log();  // the debug line comes before the serving line
-  ASSERT_TRUE(std::regex_search(log, dm, std::regex(R"(/debug and /metrics on (\S+))"))) << log;
-  const std::string dbg = dm[1];
+  const std::string dbg = debug_address(w);
+  ASSERT_FALSE(dbg.empty()) << w.read_log();
   constexpr int n = 200;
   std::vector<std::unique_ptr<sock>> socks;
   for (int i = 0; i < n; i++) {
@@ -183,13 +194,20 @@ TEST(Weftd, SigtermWhile200RequestsAreInFlightAnswersThemAllAndExitsZero) {
 }
 
 TEST(Weftd, ASecondSignalExitsAtOnce) {
-  weftd w({"--shutdown-grace", "30s"});
+  weftd w({"--shutdown-grace", "30s", "--debug-listen", "127.0.0.1:0"});
   ASSERT_FALSE(w.addr.empty());
+  const std::string dbg = debug_address(w);
+  ASSERT_FALSE(dbg.empty()) << w.read_log();
   sock s(w.addr);
   s.send("GET /sleep?ms=20000 HTTP/1.1\r\nHost: x\r\n\r\n");
-  std::this_thread::sleep_for(100ms);
+  int active = 0;  // counting the /metrics request's own connection
+  for (int i = 0; i < 500 && (active = active_connections(dbg)) < 2; i++) std::this_thread::sleep_for(10ms);
+  ASSERT_GE(active, 2) << w.read_log();
   kill(w.pid, SIGTERM);
-  std::this_thread::sleep_for(100ms);
+  // The second signal must find the drain under way.
+  for (int i = 0; i < 500 && w.read_log().find("draining") == std::string::npos; i++)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_NE(w.read_log().find("draining"), std::string::npos) << w.read_log();
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(w.stop(SIGINT, 5s), 1);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);

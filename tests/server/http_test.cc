@@ -640,11 +640,12 @@ TEST(Http, TheRequestContextIsCancelledWhenTheHandlerReturns) {
 
 TEST(Http, ClientDisconnectCancelsTheHandlersContext) {
   chan<std::error_code> seen(1);
+  chan<std::monostate> entered(1);
   with_server([&](test_server& ts) {
     {
       raw_client c(ts.addr);
       c.send("GET /wait HTTP/1.1\r\nHost: x\r\n\r\n");
-      weft::sleep_for(50ms);  // the handler is now waiting on its context
+      entered.recv();  // the handler is running
     }  // the client closes
     std::error_code err;
     time_point tp;
@@ -653,6 +654,7 @@ TEST(Http, ClientDisconnectCancelsTheHandlersContext) {
     EXPECT_EQ(err, context_errc::canceled);
   }, {}, [&](serve_mux& m) {
     m.handle("GET /wait", [&](response_writer&, request& r) {
+      entered.send({});
       r.ctx().done().recv();
       seen.send(r.ctx().err());
     });
