@@ -265,9 +265,7 @@ int main(int argc, char** argv) {
       ready.store(false, std::memory_order_release);
       shutting_down.store(true, std::memory_order_release);
       spdlog::info("weftd: {} received: draining (grace {})", strsignal(sig), config::format_duration(cfg.shutdown_grace));
-      // drained and sigs by value: once drained is closed, main may return and drop its
-      // references while this goroutine is still inside sigs->close().
-      weft::go([&srv, &debug_srv, drained, sigs, grace = cfg.shutdown_grace] {
+      weft::go([&srv, &debug_srv, &drained, &sigs, grace = cfg.shutdown_grace] {
         wait_group both;
         if (debug_srv) {
           // The debug listener drains alongside (a running CPU profile ends with it).
@@ -279,8 +277,10 @@ int main(int argc, char** argv) {
         }
         srv.shutdown(grace);
         both.wait();
-        drained.close();
         sigs->close();  // ends the signal loop
+        // Last: once drained is closed, main may return and free everything this
+        // goroutine refers to (sigs too, so it must be closed before).
+        drained.close();
       });
     }
     if (draining) drained.recv();
