@@ -37,8 +37,12 @@ chan_core::chan_core(const elem_ops* o, uint32_t capacity) : ops(o), cap(capacit
   if (cap > 0) {
     buf = static_cast<unsigned char*>(
         ::operator new(static_cast<std::size_t>(cap) * ops->size, std::align_val_t{ops->align}));
+    owns_buf = true;
   }
 }
+
+chan_core::chan_core(const elem_ops* o, uint32_t capacity, unsigned char* inline_buf)
+    : ops(o), cap(capacity), buf(inline_buf) {}
 
 chan_core::~chan_core() {
   // Values still buffered when the last handle goes away are destroyed.
@@ -47,7 +51,7 @@ chan_core::~chan_core() {
     recvx = recvx + 1 == cap ? 0 : recvx + 1;
     count--;
   }
-  if (buf) ::operator delete(buf, std::align_val_t{ops->align});
+  if (owns_buf) ::operator delete(buf, std::align_val_t{ops->align});
 }
 
 namespace {

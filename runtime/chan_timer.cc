@@ -2,6 +2,7 @@
 #include "runtime/chan_timer.h"
 
 #include <stdexcept>
+#include <type_traits>
 
 #include "runtime/internal/sched.h"
 #include "runtime/internal/timer.h"
@@ -9,12 +10,17 @@
 namespace weft {
 namespace detail {
 
-// The channel and its runtime timer in one object: the timer holds no reference, and
-// the destructor (run when the last handle goes) stops it and waits out a firing.
+// The channel, its one-value buffer and its runtime timer in one object: the timer
+// holds no reference, and the destructor (run when the last handle goes) stops it and
+// waits out a firing. A value still buffered then needs no destructor: chan_core's runs
+// after the slot's storage is done with, which only a trivial type allows.
+static_assert(std::is_trivially_destructible_v<time_point>);
+
 struct timer_chan final : chan_core {
   timer t;
+  alignas(time_point) unsigned char slot_storage[sizeof(time_point)];
 
-  explicit timer_chan(int64_t period) : chan_core(&typed_ops<time_point>::ops, 1) {
+  explicit timer_chan(int64_t period) : chan_core(&typed_ops<time_point>::ops, 1, slot_storage) {
     t.f = &fire;
     t.arg = this;
     t.period = period;

@@ -234,6 +234,13 @@ struct conn_loop {
 
   static constexpr std::size_t kReadBuf = buffer_pool::kBufBytes;
   pooled_buffer rbuf_mem;  // released while the connection sits idle
+  // The header vectors of the last request and response, emptied: the next ones fill
+  // them without allocating. Released with the buffers when the connection is shed.
+  std::vector<header_field> spare_req_fields, spare_resp_fields;
+  static void keep_fields(std::vector<header_field>& spare, std::vector<header_field>& used) {
+    used.clear();
+    if (used.capacity() <= 32) spare = std::move(used);  // not a huge one from a rare request
+  }
   char* rbuf = nullptr;
   std::size_t rpos = 0, rlen = 0;
   std::string wbuf;
@@ -923,6 +930,12 @@ void conn_loop::log_access(const request& r, const response_writer& w, clock::du
 bool conn_loop::handle_request() {
   request& r = *req;
   response_writer w;
+  w.headers_.f_ = std::move(spare_resp_fields);
+  struct keep_resp_fields {
+    conn_loop* l;
+    response_writer& w;
+    ~keep_resp_fields() { keep_fields(l->spare_resp_fields, w.headers_.f_); }
+  } keep_resp{this, w};
   request_state rs;
   rs.loop = this;
   rs.req = &r;
@@ -1140,6 +1153,8 @@ conn_loop::shed_result conn_loop::shed(std::chrono::nanoseconds idle_left) {
   std::string().swap(body_pending);
   std::string().swap(hname);
   std::string().swap(hval);
+  std::vector<header_field>().swap(spare_req_fields);
+  std::vector<header_field>().swap(spare_resp_fields);
   cs->end_request();
   // The request slot belongs to this goroutine's run(): clear it before the loop can
   // change hands, and put it back if it does not.
@@ -1185,6 +1200,7 @@ conn_loop::run_result conn_loop::run() {
   bool clean = true;
   for (;;) {
     request r;
+    r.headers_.f_ = std::move(spare_req_fields);
     req = &r;
     int rc = parse_head();
     // Shed: another goroutine owns the loop now (and may already have set its own req).
@@ -1203,7 +1219,9 @@ conn_loop::run_result conn_loop::run() {
       cs->end_request();
       break;
     }
-    if (!handle_request()) {
+    bool ok = handle_request();
+    keep_fields(spare_req_fields, r.headers_.f_);
+    if (!ok) {
       clean = false;
       break;
     }

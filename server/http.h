@@ -60,6 +60,10 @@ struct header_field {
 bool iequals(std::string_view a, std::string_view b);
 
 // Header lists keep insertion order; lookups are case-insensitive.
+namespace detail {
+struct conn_loop;
+}  // namespace detail
+
 class headers {
  public:
   std::string_view get(std::string_view name) const;  // first value, "" if absent
@@ -71,6 +75,7 @@ class headers {
   void clear() { f_.clear(); }
 
  private:
+  friend struct detail::conn_loop;  // hands one vector's capacity from request to request
   std::vector<header_field> f_;
 };
 

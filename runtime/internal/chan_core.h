@@ -114,6 +114,9 @@ class locked_word {
 
 struct chan_core {
   chan_core(const elem_ops* o, uint32_t capacity);
+  // A buffer the caller owns (a member of a derived class, as the timer channel's one
+  // slot): one allocation less. It must outlive the channel's last value.
+  chan_core(const elem_ops* o, uint32_t capacity, unsigned char* inline_buf);
   virtual ~chan_core();  // timer channels stop their timer first (chan_timer.cc)
   chan_core(const chan_core&) = delete;
   chan_core& operator=(const chan_core&) = delete;
@@ -130,6 +133,7 @@ struct chan_core {
   waitq recvq;
   waitq sendq;
   unsigned char* buf = nullptr;
+  bool owns_buf = false;
 
   // Without the lock: true if a buffered channel is surely not ready for this operation
   // right now (empty for a receive, full for a send, and not closed). Invariants: an empty

@@ -90,6 +90,35 @@ TEST(Http, ServesKeepAliveRequestsWithDateAndServerHeaders) {
   });
 }
 
+// A keep-alive connection hands its header storage from one request to the next: no
+// request sees an earlier one's headers, and no response carries an earlier one's.
+TEST(Http, HeadersDoNotCarryOverBetweenRequestsOnOneConnection) {
+  with_server([](test_server& ts) {
+    raw_client c(ts.addr);
+    for (int i = 0; i < 4; i++) {
+      std::string extra;
+      for (int k = 0; k <= i * 10; k++) extra += "X-In-" + std::to_string(i) + "-" + std::to_string(k) + ": v\r\n";
+      ASSERT_TRUE(c.send("GET /headers?i=" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n" + extra + "\r\n"));
+      auto r = c.read_response();
+      ASSERT_TRUE(r.complete);
+      EXPECT_EQ(r.status, 200);
+      // The handler counts the request's X-In-* headers, all of this request's.
+      EXPECT_EQ(r.body, std::to_string(i * 10 + 1) + " of request " + std::to_string(i));
+      for (int j = 0; j < 4; j++)
+        EXPECT_EQ(r.headers.has("X-Out-" + std::to_string(j)), j == i) << "response " << i << ", header " << j;
+    }
+  }, {}, [](serve_mux& m) {
+    m.handle("GET /headers", [](response_writer& w, request& r) {
+      std::string i = r.query("i");
+      int mine = 0, others = 0;
+      for (const auto& f : r.headers().fields())
+        if (f.name.rfind("X-In-", 0) == 0) (f.name.rfind("X-In-" + i + "-", 0) == 0 ? mine : others)++;
+      w.set_header("X-Out-" + i, "1");
+      w.write(others ? "stale headers" : std::to_string(mine) + " of request " + i);
+    });
+  });
+}
+
 TEST(Http, Http10ClosesUnlessKeepAliveIsAsked) {
   with_server([](test_server& ts) {
     {
