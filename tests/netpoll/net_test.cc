@@ -170,9 +170,11 @@ TEST(Net, ReadDeadlineFiresAndTheConnStaysUsable) {
     echo_server srv;
     auto [c, err] = dial(srv.ln.address(), 2s);
     ASSERT_FALSE(err);
-    c.set_read_deadline(in(30ms));
-    char b[4];
+    // t0 before the deadline is set: a thread descheduled between the two would
+    // otherwise see the deadline fire less than 30 ms after t0 (CI saw it under TSan).
     auto t0 = std::chrono::steady_clock::now();
+    c.set_read_deadline(t0 + 30ms);
+    char b[4];
     auto r = c.read(b, sizeof b);
     EXPECT_EQ(r.err, errc::timeout);
     EXPECT_GE(std::chrono::steady_clock::now() - t0, 30ms);
