@@ -223,7 +223,7 @@ TEST(Scheduler, PreemptCheckLetsOthersOnThePRunWithinAbout20ms) {
     ASSERT_NE(ran_at.load(), 0);
     double ms = (ran_at - queued_at) / 1e6;
     std::printf("preemption latency: %.2f ms\n", ms);
-    EXPECT_LT(ms, 40.0);
+    EXPECT_LT(ms, 100.0);  // sysmon preempts after 10 ms; without preemption, 2 s
   }, {.max_procs = 2});
 }
 
