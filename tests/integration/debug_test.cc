@@ -184,7 +184,22 @@ TEST(Debug, IndexCmdlineSymbolVarsAndMetrics) {
   EXPECT_GE(vars["runtime"]["goroutines"].get<int64_t>(), 2);
   EXPECT_EQ(vars["runtime"]["procs"].get<int64_t>(), 2);
 
-  std::string metrics = run_cmd("curl -s -i '" + w.url("/metrics") + "'");
+  // A request is counted after its response went out, and a connection stops being open
+  // when the server sees the client's close: read /metrics until the earlier curls show.
+  const char* settled[] = {
+      "weft_http_requests_total{route=\"GET /hello\",method=\"GET\",code=\"200\"} 5\n",
+      "weft_http_requests_total{route=\"unmatched\",method=\"GET\",code=\"404\"} 1\n",
+      "weft_http_request_duration_seconds_count{route=\"GET /hello\"} 5\n",
+      "weft_http_connections{state=\"open\"} 1\n",
+  };
+  std::string metrics;
+  for (auto give_up = std::chrono::steady_clock::now() + 10s;;) {
+    metrics = run_cmd("curl -s -i '" + w.url("/metrics") + "'");
+    bool all = true;
+    for (const char* line : settled) all = all && metrics.find(line) != std::string::npos;
+    if (all || std::chrono::steady_clock::now() > give_up) break;
+    std::this_thread::sleep_for(20ms);
+  }
   EXPECT_NE(metrics.find("Content-Type: text/plain; version=0.0.4"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("# TYPE weft_goroutines gauge\nweft_goroutines "), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("weft_http_requests_total{route=\"GET /hello\",method=\"GET\",code=\"200\"} 5\n"), std::string::npos)
@@ -244,7 +259,8 @@ TEST(Debug, BadParametersGet400WithXGoPprofAndASecondCpuProfileFails) {
   load l(w.url("/cpu?n=100000"), 60);
   int st1 = 0;
   std::string first;
-  std::thread t([&] { first = env.run("-top '" + w.url("/debug/pprof/profile?seconds=2") + "'", &st1); });
+  // 4 s: the second request must arrive while the first runs, after the polling below.
+  std::thread t([&] { first = env.run("-top '" + w.url("/debug/pprof/profile?seconds=4") + "'", &st1); });
   // /debug/vars says when the first one is running (bounded wait).
   bool running = false;
   for (int i = 0; i < 500 && !running; i++) {

@@ -66,8 +66,10 @@ struct weftd {
     posix_spawn_file_actions_addopen(&fa, 1, (log_path + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data()) != 0) pid = -1;
     posix_spawn_file_actions_destroy(&fa);
-    // Wait for the serving line (or an early exit).
-    for (int i = 0; i < 500 && addr.empty(); i++) {
+    // Wait for the serving line (or an early exit), by the clock: a sanitized start on a
+    // loaded machine can take seconds.
+    for (auto give_up = std::chrono::steady_clock::now() + 30s;
+         addr.empty() && std::chrono::steady_clock::now() < give_up;) {
       std::string log = read_log();
       std::smatch m;
       if (std::regex_search(log, m, std::regex("serving on ([0-9.:\\[\\]]+)"))) addr = m[1];

@@ -85,7 +85,9 @@ TEST(Weftd, PipelinedRawRequestsAndBadInputKeepItServing) {
 TEST(Weftd, WrkSmokeRunHasNoErrors) {
   weftd w({});
   ASSERT_FALSE(w.addr.empty());
-  std::string out = run_cmd("wrk -t1 -c20 -d1s " + w.url("/hello"));
+  // --timeout 10s: wrk counts a request slower than its default 2 s as a socket error,
+  // and a sanitized weftd on a loaded machine can be that slow without losing anything.
+  std::string out = run_cmd("wrk -t1 -c20 -d1s --timeout 10s " + w.url("/hello"));
   EXPECT_NE(out.find("Requests/sec"), std::string::npos) << out;
   EXPECT_EQ(out.find("Socket errors"), std::string::npos) << out;
   EXPECT_EQ(out.find("Non-2xx"), std::string::npos) << out;
@@ -118,9 +120,9 @@ TEST(Weftd, RequestTimeoutHeaderGets503AndDisconnectsCancel) {
   ASSERT_FALSE(w.addr.empty());
   std::string out = run_cmd("curl -s -o /dev/null -w '%{http_code}' -H 'Request-Timeout: 100' '" + w.url("/sleep?ms=5000") + "'");
   EXPECT_EQ(out, "503");
-  // A client that gives up after 200 ms: the handler's context is cancelled and it
-  // returns at once (the access log records its duration).
-  run_cmd("curl -s -m 0.2 '" + w.url("/sleep?ms=5000") + "'");
+  // A client that gives up after 1 s: the handler's context is cancelled and it returns
+  // at once (the access log records its duration: well under the 5 s it would sleep).
+  run_cmd("curl -s -m 1 '" + w.url("/sleep?ms=5000") + "'");
   // The second entry is written when that handler returns.
   const std::regex entry(R"re("path":"/sleep","status":(\d+),"bytes":\d+,"duration_ms":([0-9.]+))re");
   std::string log, last;
@@ -134,8 +136,17 @@ TEST(Weftd, RequestTimeoutHeaderGets503AndDisconnectsCancel) {
     std::this_thread::sleep_for(10ms);
   }
   ASSERT_FALSE(last.empty()) << log;
-  EXPECT_LT(std::stod(last), 1000.0) << log;
+  EXPECT_LT(std::stod(last), 3000.0) << log;
   EXPECT_EQ(w.stop(), 0);
+}
+
+// Whether weftd's log shows `needle` within 10 s.
+bool log_shows(const weftd& w, const std::string& needle) {
+  for (auto give_up = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < give_up;) {
+    if (w.read_log().find(needle) != std::string::npos) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
 }
 
 // The address of weftd's debug listener (--debug-listen); its log line comes before
@@ -157,16 +168,18 @@ int active_connections(const std::string& debug_addr) {
 }
 
 TEST(Weftd, SigtermWhile200RequestsAreInFlightAnswersThemAllAndExitsZero) {
-  weftd w({"--shutdown-grace", "10s", "--debug-listen", "127.0.0.1:0"});
+  weftd w({"--shutdown-grace", "60s", "--debug-listen", "127.0.0.1:0"});
   ASSERT_FALSE(w.addr.empty()) << w.read_log();
   const std::string dbg = debug_address(w);
   ASSERT_FALSE(dbg.empty()) << w.read_log();
   constexpr int n = 200;
+  // Each handler sleeps 6 s: dispatching 200 requests in a sanitized weftd, the /metrics
+  // polls, the signal and the refusal probes must all fit before the first answer.
   std::vector<std::unique_ptr<sock>> socks;
   for (int i = 0; i < n; i++) {
     socks.push_back(std::make_unique<sock>(w.addr));
     ASSERT_GE(socks.back()->fd, 0);
-    socks.back()->send("GET /sleep?ms=2000 HTTP/1.1\r\nHost: x\r\n\r\n");
+    socks.back()->send("GET /sleep?ms=6000 HTTP/1.1\r\nHost: x\r\n\r\n");
   }
   // All 200 are in their handlers: the count includes the /metrics request's own
   // connection.
@@ -186,11 +199,11 @@ TEST(Weftd, SigtermWhile200RequestsAreInFlightAnswersThemAllAndExitsZero) {
   EXPECT_EQ(::recv(socks.front()->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT), -1)
       << "the drain had ended before the listener closed";
   int ok = 0;
-  for (auto& s : socks) ok += s->recv_all(5000ms).rfind("HTTP/1.1 200 OK", 0) == 0;
+  for (auto& s : socks) ok += s->recv_all(20000ms).rfind("HTTP/1.1 200 OK", 0) == 0;
   EXPECT_EQ(ok, n);
   // The drain ends by itself once the last one is answered (a second signal would mean
   // "exit now", with status 1).
-  EXPECT_EQ(w.wait_exit(15s), 0);
+  EXPECT_EQ(w.wait_exit(60s), 0);
 }
 
 TEST(Weftd, ASecondSignalExitsAtOnce) {
@@ -205,12 +218,11 @@ TEST(Weftd, ASecondSignalExitsAtOnce) {
   ASSERT_GE(active, 2) << w.read_log();
   kill(w.pid, SIGTERM);
   // The second signal must find the drain under way.
-  for (int i = 0; i < 500 && w.read_log().find("draining") == std::string::npos; i++)
-    std::this_thread::sleep_for(10ms);
-  ASSERT_NE(w.read_log().find("draining"), std::string::npos) << w.read_log();
+  ASSERT_TRUE(log_shows(w, "draining")) << w.read_log();
+  // At once: far sooner than the 20 s handler or the 30 s grace would end the drain.
   auto t0 = std::chrono::steady_clock::now();
-  EXPECT_EQ(w.stop(SIGINT, 5s), 1);
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_EQ(w.stop(SIGINT, 15s), 1);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 8s);
 }
 
 TEST(Weftd, ConfigPrecedenceIsFlagsThenEnvironmentThenFile) {
@@ -274,19 +286,18 @@ TEST(Weftd, SighupReloadsTimeoutsAndABadReloadKeepsTheOldConfig) {
     f << "[http]\nhandler_timeout = \"100ms\"\n[route_timeouts]\n\"GET /cpu\" = \"5s\"\n";
   }
   kill(w.pid, SIGHUP);
-  for (int i = 0; i < 100 && w.read_log().find("configuration reloaded") == std::string::npos; i++)
-    std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(run_cmd("curl -s -o /dev/null -w '%{http_code}' '" + w.url("/sleep?ms=300") + "'"), "503");
+  ASSERT_TRUE(log_shows(w, "configuration reloaded")) << w.read_log();
+  // 100 ms against a 3 s handler: the deadline certainly comes first.
+  EXPECT_EQ(run_cmd("curl -s -o /dev/null -w '%{http_code}' '" + w.url("/sleep?ms=3000") + "'"), "503");
   {
     std::ofstream f(file);
     f << "[http]\nhandler_timeout = \"not a duration\"\n";
   }
   kill(w.pid, SIGHUP);
-  for (int i = 0; i < 100 && w.read_log().find("reload failed") == std::string::npos; i++)
-    std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(log_shows(w, "reload failed")) << w.read_log();
   EXPECT_NE(w.read_log().find("http.handler_timeout"), std::string::npos) << w.read_log();
   // Still the 100ms from the good reload.
-  EXPECT_EQ(run_cmd("curl -s -o /dev/null -w '%{http_code}' '" + w.url("/sleep?ms=300") + "'"), "503");
+  EXPECT_EQ(run_cmd("curl -s -o /dev/null -w '%{http_code}' '" + w.url("/sleep?ms=3000") + "'"), "503");
   EXPECT_EQ(w.stop(), 0);
   unlink(file.c_str());
 }

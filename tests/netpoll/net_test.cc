@@ -152,7 +152,9 @@ TEST(Net, DialHonoursContextCancellation) {
     ASSERT_FALSE(err);
     std::vector<conn> filler;
     for (int i = 0; i < 64; i++) {
-      auto r = dial(ln.address(), 50ms);
+      // Filled when a dial times out; 500 ms, so that a slow but successful dial on a
+      // loaded machine does not end the filling early.
+      auto r = dial(ln.address(), 500ms);
       if (r.err) break;
       filler.push_back(r.c);
     }
@@ -195,7 +197,7 @@ TEST(Net, ExtendingADeadlineBeforeItFiresKeepsTheReadWaiting) {
     echo_server srv;
     auto [c, err] = dial(srv.ln.address(), 2s);
     ASSERT_FALSE(err);
-    c.set_read_deadline(in(30ms));
+    c.set_read_deadline(in(500ms));  // long enough to be extended before it fires
     wait_group wg;
     wg.add(1);
     io_result r;
@@ -204,8 +206,8 @@ TEST(Net, ExtendingADeadlineBeforeItFiresKeepsTheReadWaiting) {
       r = c.read(b, 4);
       wg.done();
     });
-    c.set_read_deadline(in(5s));  // extended while the reader waits
-    sleep_for(80ms);              // past the first deadline
+    c.set_read_deadline(in(10s));  // extended while the reader waits
+    sleep_for(600ms);              // past the first deadline
     ASSERT_FALSE(c.write("late").err);
     wg.wait();
     EXPECT_FALSE(r.err) << r.err.message();

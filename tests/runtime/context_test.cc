@@ -561,8 +561,9 @@ TEST(Context, AnUntimedDeadlineEndsOnlyWhenItsOwnerExpiresIt) {
 
 TEST(Context, CancelBeforeTheDeadlineWinsForGood) {
   run_checked([] {
-    cancelable c = with_timeout(background(), 5ms);
-    cancelable witness = with_timeout(background(), 30ms);  // a later deadline
+    // 200 ms: long enough that the cancel certainly comes first on a loaded machine.
+    cancelable c = with_timeout(background(), 200ms);
+    cancelable witness = with_timeout(background(), 400ms);  // a later deadline
     c.cancel();
     EXPECT_EQ(c.ctx.err(), context_errc::canceled);
     ASSERT_TRUE(wait_done(witness.ctx));  // c's deadline has long passed

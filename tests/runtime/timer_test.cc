@@ -132,10 +132,10 @@ TEST(Timer, AfterFuncFiresWithoutTheHandle) {
 TEST(Timer, StopBeforeFiringReturnsTrueAndFnNeverRuns) {
   run_checked([] {
     std::atomic<int> ran{0};
-    func_timer t = after_func(50ms, [&] { ran++; });
+    func_timer t = after_func(300ms, [&] { ran++; });  // long enough to be stopped first
     EXPECT_TRUE(t.stop());
     EXPECT_FALSE(t.stop()) << "second stop";
-    sleep_for(80ms);
+    sleep_for(400ms);
     EXPECT_EQ(ran.load(), 0);
   });
 }
@@ -214,7 +214,9 @@ TEST(Timer, ResetOfPendingTimerReturnsTrueAndDelaysIt) {
     std::atomic<int> ran{0};
     auto t0 = std::chrono::steady_clock::now();
     std::chrono::steady_clock::duration at{};
-    func_timer t = after_func(5ms, [&] {
+    // Armed for an hour, so that it is certainly pending when reset (a thread stalled for
+    // 5 ms once let a 5 ms timer fire first).
+    func_timer t = after_func(1h, [&] {
       ran++;
       at = std::chrono::steady_clock::now() - t0;
       wg.done();

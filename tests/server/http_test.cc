@@ -328,11 +328,12 @@ TEST(Http, IdleKeepAliveConnectionsAreClosedAfterTheIdleTimeout) {
   o.idle_timeout = 150ms;
   with_server([](test_server& ts) {
     raw_client c(ts.addr);
+    // t0 before the send: the idle timer starts after the response went out.
+    auto t0 = std::chrono::steady_clock::now();
     c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_EQ(c.read_response().status, 200);
-    auto t0 = std::chrono::steady_clock::now();
     EXPECT_TRUE(c.closed_by_server());
-    EXPECT_GE(std::chrono::steady_clock::now() - t0, 100ms);
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 150ms);
   }, o);
 }
 
@@ -408,12 +409,14 @@ TEST(Http, ShedConnectionsCloseAtTheIdleTimeout) {
         weft::go([&, i] {
           int attempt = 0;
           for (; attempt < 3; attempt++) {
+            auto dialled = std::chrono::steady_clock::now();  // before the server can accept
             raw_client c(ts.addr);  // closed before done(): the server's check counts fds
-            auto dialled = std::chrono::steady_clock::now();
             c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
             auto t0 = std::chrono::steady_clock::now();
             int status = c.read_response().status;
-            if (status == 0 && t0 - dialled >= idle - 5ms) continue;  // cut off before its request
+            // Cut off before its request: only legitimate once the idle timeout has passed
+            // since the dial began.
+            if (status == 0 && std::chrono::steady_clock::now() - dialled >= idle) continue;
             bool by_server = status == 200 && c.closed_by_server();
             auto waited = std::chrono::steady_clock::now() - t0;
             if (by_server && waited >= idle - 10ms) {
@@ -466,12 +469,20 @@ TEST(Http, WakeupsWhileArmingTheShedAreNotLost) {
     server_options o;
     o.idle_timeout = 51ms;
     with_server([](test_server& ts) {
-      raw_client c(ts.addr);
-      ASSERT_TRUE(c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
-      ASSERT_EQ(c.read_response().status, 200);
-      auto t0 = std::chrono::steady_clock::now();
-      EXPECT_TRUE(c.closed_by_server());
-      EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+      // A fresh connection's wait for its first request is covered by the 51 ms idle
+      // timeout too: a client held up that long before its send dials again (at most 3).
+      for (int attempt = 0;; attempt++) {
+        auto dialled = std::chrono::steady_clock::now();
+        raw_client c(ts.addr);
+        ASSERT_TRUE(c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
+        int status = c.read_response().status;
+        if (status == 0 && attempt < 2 && std::chrono::steady_clock::now() - dialled >= 51ms) continue;
+        ASSERT_EQ(status, 200);
+        auto t0 = std::chrono::steady_clock::now();
+        EXPECT_TRUE(c.closed_by_server());
+        EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+        break;
+      }
     }, o);
   }
 }
@@ -515,15 +526,16 @@ TEST(Http, HandlerDeadlineCancelsTheContextAndAnswers503) {
     // handler sees it on its own schedule, possibly after the 503 went out: wait for it.
     bool deadline_exceeded = false;
     time_point never;
-    EXPECT_EQ(select(case_recv(saw_cancel, deadline_exceeded), case_recv(after(2s), never)), 0)
+    EXPECT_EQ(select(case_recv(saw_cancel, deadline_exceeded), case_recv(after(10s), never)), 0)
         << "the handler's context was not cancelled";
     EXPECT_TRUE(deadline_exceeded);
-    // A handler that ignores its context still gets the 503 on time.
+    // A handler that ignores its context still gets the 503 on time: well before its
+    // 1.5 s sleep ends (and inside the test server's 2 s shutdown grace).
     raw_client d(ts.addr);
     t0 = std::chrono::steady_clock::now();
     d.send("GET /stubborn HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_EQ(d.read_response().status, 503);
-    EXPECT_LT(std::chrono::steady_clock::now() - t0, 400ms);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
   }, o, [&](serve_mux& m) {
     m.handle("GET /wait", [&](response_writer& w, request& r) {
       r.ctx().done().recv();
@@ -531,7 +543,7 @@ TEST(Http, HandlerDeadlineCancelsTheContextAndAnswers503) {
       w.write("too late");  // fails: the 503 went out
     });
     m.handle("GET /stubborn", [](response_writer& w, request&) {
-      weft::sleep_for(500ms);
+      weft::sleep_for(1500ms);
       w.write("late");
     });
   });
@@ -541,28 +553,32 @@ TEST(Http, HandlerDeadlineCancelsTheContextAndAnswers503) {
 // deadline that passes while the connection is idle, or belongs to an earlier request,
 // must answer nothing, and later deadlines must still fire.
 TEST(Http, AnEarlierRequestsDeadlineNeverAnswersALaterRequest) {
+  // Deadlines of 200 ms and a 600 ms handler: wide enough that a loaded, sanitized run
+  // answers /fast inside its deadline, and the earlier deadline still falls due while
+  // /slow runs.
   server_options o;
-  o.handler_timeout = 300ms;
+  o.handler_timeout = 5s;
   with_server([&](test_server& ts) {
     raw_client c(ts.addr);
-    c.send("GET /fast HTTP/1.1\r\nHost: x\r\nRequest-Timeout: 20\r\n\r\n");
+    c.send("GET /fast HTTP/1.1\r\nHost: x\r\nRequest-Timeout: 200\r\n\r\n");
     EXPECT_EQ(c.read_response().status, 200);
-    weft::sleep_for(60ms);  // its deadline passes with no request running
-    // Pipelined: the first one's 20 ms deadline comes due while the second one runs.
-    c.send("GET /fast HTTP/1.1\r\nHost: x\r\nRequest-Timeout: 20\r\n\r\n"
+    weft::sleep_for(300ms);  // its deadline passes with no request running
+    // Pipelined: the first one's 200 ms deadline comes due while the second one runs.
+    c.send("GET /fast HTTP/1.1\r\nHost: x\r\nRequest-Timeout: 200\r\n\r\n"
            "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_EQ(c.read_response().status, 200);
     auto r = c.read_response();
     EXPECT_EQ(r.status, 200);
     EXPECT_EQ(r.body, "slow");
+    // A later deadline still fires: the 503 comes before the handler's own write.
     auto t0 = std::chrono::steady_clock::now();
-    c.send("GET /slow HTTP/1.1\r\nHost: x\r\nRequest-Timeout: 20\r\n\r\n");
+    c.send("GET /slow HTTP/1.1\r\nHost: x\r\nRequest-Timeout: 200\r\n\r\n");
     EXPECT_EQ(c.read_response().status, 503);
-    EXPECT_LT(std::chrono::steady_clock::now() - t0, 45ms + 200ms);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
   }, o, [&](serve_mux& m) {
     m.handle("GET /fast", [](response_writer& w, request&) { w.write("fast"); });
     m.handle("GET /slow", [](response_writer& w, request&) {
-      weft::sleep_for(45ms);
+      weft::sleep_for(600ms);
       w.write("slow");
     });
   });
@@ -628,18 +644,20 @@ TEST(Http, AHandlerThatReturnsAtItsDeadlineWithoutWritingLeavesA503) {
 
 TEST(Http, RequestTimeoutHeaderShortensButNeverExtendsTheDeadline) {
   server_options o;
-  o.handler_timeout = 300ms;
+  o.handler_timeout = 10s;
   with_server([&](test_server& ts) {
     raw_client c(ts.addr);
     c.send("GET /deadline HTTP/1.1\r\nHost: x\r\nRequest-Timeout: 50\r\n\r\n");
     auto r = c.read_response();
     int64_t ms = std::stoll(r.body);
     EXPECT_LE(ms, 60);
+    // A longer header keeps the server's 10 s (the time left is under it by however long
+    // the request took to reach the handler: up to 5 s on a loaded machine).
     raw_client d(ts.addr);
     d.send("GET /deadline HTTP/1.1\r\nHost: x\r\nRequest-Timeout: 100000\r\n\r\n");
     ms = std::stoll(d.read_response().body);
-    EXPECT_LE(ms, 310);
-    EXPECT_GE(ms, 200);
+    EXPECT_LE(ms, 10010);
+    EXPECT_GE(ms, 5000);
   }, o, [](serve_mux& m) {
     m.handle("GET /deadline", [](response_writer& w, request& r) {
       auto left = *r.ctx().deadline() - std::chrono::steady_clock::now();
