@@ -133,7 +133,7 @@ TEST_F(Fatal, SchedtracePrintsGoStyleLines) {
   EXPECT_EXIT(
       {
         setenv("WEFTDEBUG", "schedtrace=20", 1);
-        run([] { sleep_for(120ms); });
+        run([] { sleep_for(500ms); });  // many 20 ms periods, even on a loaded machine
         std::exit(0);
       },
       ::testing::ExitedWithCode(0),

@@ -314,7 +314,7 @@ TEST(Scheduler, AnIdleMRunsTimersDueOnABusyPWhileAnotherMCountsAsSpinning) {
     detail::sched.nmspinning.fetch_sub(1);
     detail::timer_stop(&t);
     ASSERT_NE(fired.load(), 0) << "the due timer did not run while its P was busy";
-    EXPECT_LT(fired.load() - when, 500'000'000) << "the due timer ran late";
+    EXPECT_LT(fired.load() - when, 1'500'000'000) << "the due timer ran late";
   }, {.max_procs = 2});
 }
 
@@ -324,14 +324,17 @@ TEST(Scheduler, IdleProcessUsesAboutZeroCpu) {
   run_checked([] {
     detail::sema gate;
     constexpr int n = 100;
-    wait_group done;
+    wait_group done, started;
     done.add(n);
+    started.add(n);
     for (int i = 0; i < n; i++)
       go([&] {
+        started.done();
         gate.acquire(wait_reason::semacquire);
         done.done();
       });
-    sleep_for(50ms);  // let everything settle into parking
+    started.wait();
+    sleep_for(50ms);  // each goroutine is a few instructions from parking: let them
     double before = cpu_seconds();
     auto t0 = std::chrono::steady_clock::now();
     sleep_for(1s);
