@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Where one sleep10 cycle goes (docs/benchmarks.md's sleep10_rps workload, weftd only).
+# With 1,000 connections each waiting 10 ms, a cycle of C ms gives 1000/C*1000 req/s;
+# this splits C into what the server and the client take, and says how busy the
+# machine was, so that a low sleep10_rps can be told from a slow machine.
+#
+#   bench/sleep10_anatomy.sh [BUILD_DIR]     SECS=5 (wrk window), ROUNDS=1
+#
+# Per round it prints `name value unit` lines:
+#   sleep10_rps          wrk's requests/sec
+#   cycle_ms             1000 connections / rps: one request's whole round trip
+#   wrk_latency_ms       wrk's mean latency (request written to response read)
+#   server_ms            weftd's mean request duration (/metrics), parse to response sent
+#   sched_latency_us     weftd's mean wait of a readied goroutine for its P (/metrics)
+#   weftd_cpu_pct        weftd's CPU over 3 s in the middle of the window (100 = a core)
+#   wrk_cpu_pct          wrk's, over the same 3 s
+#   machine_idle_pct     the machine's idle share over those 3 s (100 = both cores idle)
+# cycle_ms - wrk_latency_ms is wrk's own time between a response and its next request;
+# wrk_latency_ms - server_ms is the kernel plus the server's wait before it starts a
+# request; server_ms - 10 is the timer's lateness plus scheduling inside the server.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build/release}
+secs=${SECS:-5}
+rounds=${ROUNDS:-1}
+weftd=$build/server/weftd
+[ -x "$weftd" ] || { echo "no $weftd: build first (make build)" >&2; exit 1; }
+[ "$secs" -ge 5 ] || { echo "SECS must be at least 5 (the CPU sample takes 3 s from the 1st)" >&2; exit 1; }
+log=$(mktemp)
+trap 'rm -f "$log" "$log.wrk"' EXIT
+
+metric() {  # BODY NAME: the value of the sample line NAME
+  echo "$1" | awk -v n="$2" 'index($0, n " ") == 1 { print $NF }'
+}
+cpu_ticks() {  # PID: utime + stime
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+idle_total() {  # the machine's idle ticks and total ticks
+  awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t }' /proc/stat
+}
+
+for r in $(seq 1 "$rounds"); do
+  "$weftd" --listen 127.0.0.1:0 --max-procs 2 --access-log off 2> "$log" &
+  pid=$!
+  addr=
+  for _ in $(seq 1 500); do
+    addr=$(grep -oE 'serving on [0-9.:]+' "$log" | awk '{ print $3 }')
+    [ -n "$addr" ] && break
+    sleep 0.01
+  done
+  [ -n "$addr" ] || { echo "weftd did not start:" >&2; cat "$log" >&2; kill "$pid"; exit 1; }
+  wrk -t1 -c50 -d1s "http://$addr/hello" > /dev/null 2>&1  # warm up
+  m0=$(curl -s "http://$addr/metrics")
+  wrk -t1 -c1000 -d"${secs}s" --latency "http://$addr/sleep?ms=10" > "$log.wrk" 2>&1 &
+  wpid=$!
+  sleep 1
+  w0=$(cpu_ticks "$pid"); c0=$(cpu_ticks "$wpid"); read -r i0 t0 <<< "$(idle_total)"
+  sleep 3
+  w1=$(cpu_ticks "$pid"); c1=$(cpu_ticks "$wpid"); read -r i1 t1 <<< "$(idle_total)"
+  wait "$wpid"
+  m1=$(curl -s "http://$addr/metrics")
+  kill "$pid"; wait "$pid" 2> /dev/null
+  out=$(cat "$log.wrk")
+  if echo "$out" | grep -qE "Socket errors|Non-2xx"; then echo "$out" | grep -E "Socket errors|Non-2xx" | sed 's/^/# /' >&2; fi
+  rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
+  lat=$(echo "$out" | awk '$1 == "Latency" { print $2; exit }')
+  hz=$(getconf CLK_TCK)
+  python3 - "$rps" "$lat" "$hz" "$w0" "$w1" "$c0" "$c1" "$i0" "$i1" "$t0" "$t1" \
+    "$(metric "$m0" 'weft_http_request_duration_seconds_sum{route="GET /sleep"}')" \
+    "$(metric "$m1" 'weft_http_request_duration_seconds_sum{route="GET /sleep"}')" \
+    "$(metric "$m0" 'weft_http_request_duration_seconds_count{route="GET /sleep"}')" \
+    "$(metric "$m1" 'weft_http_request_duration_seconds_count{route="GET /sleep"}')" \
+    "$(metric "$m0" weft_sched_latency_seconds_sum)" "$(metric "$m1" weft_sched_latency_seconds_sum)" \
+    "$(metric "$m0" weft_sched_latency_seconds_count)" "$(metric "$m1" weft_sched_latency_seconds_count)" <<'EOF'
+import sys
+a = sys.argv[1:]
+rps, lat, hz = float(a[0]), a[1], float(a[2])
+w0, w1, c0, c1, i0, i1, t0, t1 = map(float, a[3:11])
+f = lambda s: float(s) if s else 0.0
+ds, dc = f(a[12]) - f(a[11]), f(a[14]) - f(a[13])
+ls, lc = f(a[16]) - f(a[15]), f(a[18]) - f(a[17])
+lat_ms = float(lat[:-2]) if lat.endswith("ms") else float(lat[:-2]) / 1000 if lat.endswith("us") else float(lat[:-1]) * 1000
+secs = (t1 - t0) / hz / 2  # /proc/stat counts both CPUs
+print(f"sleep10_rps {rps:.0f} req/s")
+print(f"cycle_ms {1000 / rps * 1000:.3f} ms")
+print(f"wrk_latency_ms {lat_ms:.2f} ms")
+print(f"server_ms {ds / max(dc, 1) * 1000:.3f} ms")
+print(f"sched_latency_us {ls / max(lc, 1) * 1e6:.1f} us")
+print(f"weftd_cpu_pct {(w1 - w0) / hz / secs * 100:.0f} %")
+print(f"wrk_cpu_pct {(c1 - c0) / hz / secs * 100:.0f} %")
+print(f"machine_idle_pct {(i1 - i0) / (t1 - t0) * 100:.0f} %")
+EOF
+done
