@@ -18,6 +18,11 @@ wait_up() {
   return 1
 }
 
+# to_ms LATENCY: a wrk latency (1.23ms, 512.00us, 1.02s) in milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
+}
+
 # median_figures FILE...: `name value unit` lines from several rounds -> one line per
 # name (its median), in first-seen order; `procs` lines are dropped.
 median_figures() {

@@ -19,10 +19,6 @@ rounds=${ROUNDS:-1}
 . bench/common.sh
 go_peer go_http || exit 1
 
-to_ms() {  # wrk latency like 1.23ms / 512.00us / 1.02s
-  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
-}
-
 wrk_rps() {  # args...: prints requests/sec, and p99 (ms) to $out/p99
   local o
   o=$(wrk "$@" 2>&1)

@@ -23,11 +23,11 @@ cd "$(dirname "$0")/.."
 build=${1:-build/release}
 secs=${SECS:-5}
 rounds=${ROUNDS:-1}
+. bench/common.sh
 weftd=$build/server/weftd
 [ -x "$weftd" ] || { echo "no $weftd: build first (make build)" >&2; exit 1; }
 [ "$secs" -ge 5 ] || { echo "SECS must be at least 5 (the CPU sample takes 3 s from the 1st)" >&2; exit 1; }
-log=$(mktemp)
-trap 'rm -f "$log" "$log.wrk"' EXIT
+url=http://127.0.0.1:18080
 
 metric() {  # BODY NAME: the value of the sample line NAME
   echo "$1" | awk -v n="$2" 'index($0, n " ") == 1 { print $NF }'
@@ -40,32 +40,25 @@ idle_total() {  # the machine's idle ticks and total ticks
 }
 
 for r in $(seq 1 "$rounds"); do
-  "$weftd" --listen 127.0.0.1:0 --max-procs 2 --access-log off 2> "$log" &
+  "$weftd" --listen 127.0.0.1:18080 --max-procs 2 --access-log off --log-level warn &
   pid=$!
-  addr=
-  for _ in $(seq 1 500); do
-    addr=$(grep -oE 'serving on [0-9.:]+' "$log" | awk '{ print $3 }')
-    [ -n "$addr" ] && break
-    sleep 0.01
-  done
-  [ -n "$addr" ] || { echo "weftd did not start:" >&2; cat "$log" >&2; kill "$pid"; exit 1; }
-  wrk -t1 -c50 -d1s "http://$addr/hello" > /dev/null 2>&1  # warm up
-  m0=$(curl -s "http://$addr/metrics")
-  wrk -t1 -c1000 -d"${secs}s" --latency "http://$addr/sleep?ms=10" > "$log.wrk" 2>&1 &
+  wait_up "$url/healthz" || exit 1
+  wrk -t1 -c50 -d1s "$url/hello" > /dev/null 2>&1  # warm up
+  m0=$(curl -s "$url/metrics")
+  wrk -t1 -c1000 -d"${secs}s" --latency "$url/sleep?ms=10" > "$out/wrk" 2>&1 &
   wpid=$!
   sleep 1
   w0=$(cpu_ticks "$pid"); c0=$(cpu_ticks "$wpid"); read -r i0 t0 <<< "$(idle_total)"
   sleep 3
   w1=$(cpu_ticks "$pid"); c1=$(cpu_ticks "$wpid"); read -r i1 t1 <<< "$(idle_total)"
   wait "$wpid"
-  m1=$(curl -s "http://$addr/metrics")
+  m1=$(curl -s "$url/metrics")
   kill "$pid"; wait "$pid" 2> /dev/null
-  out=$(cat "$log.wrk")
-  if echo "$out" | grep -qE "Socket errors|Non-2xx"; then echo "$out" | grep -E "Socket errors|Non-2xx" | sed 's/^/# /' >&2; fi
-  rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
-  lat=$(echo "$out" | awk '$1 == "Latency" { print $2; exit }')
+  if grep -qE "Socket errors|Non-2xx" "$out/wrk"; then grep -E "Socket errors|Non-2xx" "$out/wrk" | sed 's/^/# /' >&2; fi
+  rps=$(awk '/Requests\/sec/ { print $2 }' "$out/wrk")
+  lat_ms=$(to_ms "$(awk '$1 == "Latency" { print $2; exit }' "$out/wrk")")
   hz=$(getconf CLK_TCK)
-  python3 - "$rps" "$lat" "$hz" "$w0" "$w1" "$c0" "$c1" "$i0" "$i1" "$t0" "$t1" \
+  python3 - "$rps" "$lat_ms" "$hz" "$w0" "$w1" "$c0" "$c1" "$i0" "$i1" "$t0" "$t1" \
     "$(metric "$m0" 'weft_http_request_duration_seconds_sum{route="GET /sleep"}')" \
     "$(metric "$m1" 'weft_http_request_duration_seconds_sum{route="GET /sleep"}')" \
     "$(metric "$m0" 'weft_http_request_duration_seconds_count{route="GET /sleep"}')" \
@@ -74,12 +67,11 @@ for r in $(seq 1 "$rounds"); do
     "$(metric "$m0" weft_sched_latency_seconds_count)" "$(metric "$m1" weft_sched_latency_seconds_count)" <<'EOF'
 import sys
 a = sys.argv[1:]
-rps, lat, hz = float(a[0]), a[1], float(a[2])
+rps, lat_ms, hz = float(a[0]), float(a[1]), float(a[2])
 w0, w1, c0, c1, i0, i1, t0, t1 = map(float, a[3:11])
 f = lambda s: float(s) if s else 0.0
 ds, dc = f(a[12]) - f(a[11]), f(a[14]) - f(a[13])
 ls, lc = f(a[16]) - f(a[15]), f(a[18]) - f(a[17])
-lat_ms = float(lat[:-2]) if lat.endswith("ms") else float(lat[:-2]) / 1000 if lat.endswith("us") else float(lat[:-1]) * 1000
 secs = (t1 - t0) / hz / 2  # /proc/stat counts both CPUs
 print(f"sleep10_rps {rps:.0f} req/s")
 print(f"cycle_ms {1000 / rps * 1000:.3f} ms")

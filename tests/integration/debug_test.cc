@@ -193,13 +193,12 @@ TEST(Debug, IndexCmdlineSymbolVarsAndMetrics) {
       "weft_http_connections{state=\"open\"} 1\n",
   };
   std::string metrics;
-  for (auto give_up = std::chrono::steady_clock::now() + 10s;;) {
+  poll_for([&] {
     metrics = run_cmd("curl -s -i '" + w.url("/metrics") + "'");
     bool all = true;
     for (const char* line : settled) all = all && metrics.find(line) != std::string::npos;
-    if (all || std::chrono::steady_clock::now() > give_up) break;
-    std::this_thread::sleep_for(20ms);
-  }
+    return all;
+  });
   EXPECT_NE(metrics.find("Content-Type: text/plain; version=0.0.4"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("# TYPE weft_goroutines gauge\nweft_goroutines "), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("weft_http_requests_total{route=\"GET /hello\",method=\"GET\",code=\"200\"} 5\n"), std::string::npos)

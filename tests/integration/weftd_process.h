@@ -31,6 +31,18 @@ namespace weft::testing {
 
 using namespace std::chrono_literals;
 
+// Polls pred on this (plain) thread every 10 ms until it holds or `limit` passes, and
+// says whether it held: the seam for what another process does (a log line, a count on
+// /metrics). Goroutine tests wait on channels instead.
+template <class Pred>
+bool poll_for(Pred pred, std::chrono::milliseconds limit = 10s) {
+  for (auto give_up = std::chrono::steady_clock::now() + limit;;) {
+    if (pred()) return true;
+    if (std::chrono::steady_clock::now() >= give_up) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
 // A weftd child process. Its stderr goes to a file; the address is read from the
 // "serving on" line.
 struct weftd {
@@ -68,19 +80,17 @@ struct weftd {
     posix_spawn_file_actions_destroy(&fa);
     // Wait for the serving line (or an early exit), by the clock: a sanitized start on a
     // loaded machine can take seconds.
-    for (auto give_up = std::chrono::steady_clock::now() + 30s;
-         addr.empty() && std::chrono::steady_clock::now() < give_up;) {
+    poll_for([&] {
       std::string log = read_log();
       std::smatch m;
       if (std::regex_search(log, m, std::regex("serving on ([0-9.:\\[\\]]+)"))) addr = m[1];
       int st;
-      if (addr.empty() && waitpid(pid, &st, WNOHANG) == pid) {
+      if (addr.empty() && pid > 0 && waitpid(pid, &st, WNOHANG) == pid) {
         exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
         pid = -1;
-        break;
       }
-      if (addr.empty()) std::this_thread::sleep_for(10ms);
-    }
+      return !addr.empty() || pid < 0;
+    }, 30s);
   }
   ~weftd() {
     if (pid > 0) {

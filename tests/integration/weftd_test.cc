@@ -126,15 +126,15 @@ TEST(Weftd, RequestTimeoutHeaderGets503AndDisconnectsCancel) {
   // The second entry is written when that handler returns.
   const std::regex entry(R"re("path":"/sleep","status":(\d+),"bytes":\d+,"duration_ms":([0-9.]+))re");
   std::string log, last;
-  for (int i = 0; i < 500; i++) {
+  poll_for([&] {
     log = w.read_log(".out");
     int entries = 0;
     for (auto it = std::sregex_iterator(log.begin(), log.end(), entry); it != std::sregex_iterator(); ++it, entries++)
       last = (*it)[2];
-    if (entries >= 2) break;
+    if (entries >= 2) return true;
     last.clear();
-    std::this_thread::sleep_for(10ms);
-  }
+    return false;
+  });
   ASSERT_FALSE(last.empty()) << log;
   EXPECT_LT(std::stod(last), 3000.0) << log;
   EXPECT_EQ(w.stop(), 0);
@@ -142,11 +142,7 @@ TEST(Weftd, RequestTimeoutHeaderGets503AndDisconnectsCancel) {
 
 // Whether weftd's log shows `needle` within 10 s.
 bool log_shows(const weftd& w, const std::string& needle) {
-  for (auto give_up = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < give_up;) {
-    if (w.read_log().find(needle) != std::string::npos) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return false;
+  return poll_for([&] { return w.read_log().find(needle) != std::string::npos; });
 }
 
 // The address of weftd's debug listener (--debug-listen); its log line comes before
@@ -184,16 +180,11 @@ TEST(Weftd, SigtermWhile200RequestsAreInFlightAnswersThemAllAndExitsZero) {
   // All 200 are in their handlers: the count includes the /metrics request's own
   // connection.
   int active = 0;
-  for (int i = 0; i < 500 && (active = active_connections(dbg)) < n + 1; i++) std::this_thread::sleep_for(10ms);
+  poll_for([&] { return (active = active_connections(dbg)) >= n + 1; });
   ASSERT_GE(active, n + 1) << w.read_log();
   kill(w.pid, SIGTERM);
   // New connections are refused while the 200 are still in their handlers.
-  bool refused = false;
-  for (int i = 0; i < 500 && !refused; i++) {
-    sock late(w.addr);
-    refused = late.fd < 0;
-    if (!refused) std::this_thread::sleep_for(10ms);
-  }
+  bool refused = poll_for([&] { return sock(w.addr).fd < 0; });
   EXPECT_TRUE(refused) << "the listener stayed open during the drain";
   char b;
   EXPECT_EQ(::recv(socks.front()->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT), -1)
@@ -214,7 +205,7 @@ TEST(Weftd, ASecondSignalExitsAtOnce) {
   sock s(w.addr);
   s.send("GET /sleep?ms=20000 HTTP/1.1\r\nHost: x\r\n\r\n");
   int active = 0;  // counting the /metrics request's own connection
-  for (int i = 0; i < 500 && (active = active_connections(dbg)) < 2; i++) std::this_thread::sleep_for(10ms);
+  poll_for([&] { return (active = active_connections(dbg)) >= 2; });
   ASSERT_GE(active, 2) << w.read_log();
   kill(w.pid, SIGTERM);
   // The second signal must find the drain under way.

@@ -389,11 +389,36 @@ TEST(Http, RequestsRacingTheShedAreAllAnswered) {
   });
 }
 
+// A first request (GET /hello) on a fresh connection to a server whose idle timeout is
+// `idle`. That timeout also covers a fresh connection's wait for its first request, so a
+// client held up for longer than that between its dial and its send may be closed before
+// its request arrives. That is only legitimate once `idle` has passed since the dial
+// began; such a client dials again, 3 attempts in all. cut_off: every attempt was.
+struct first_request {
+  std::unique_ptr<raw_client> c;
+  bool sent = false;  // the last attempt's send succeeded
+  int status = 0;     // of the last attempt's response; 0 if none came
+  bool cut_off = false;
+  std::chrono::steady_clock::time_point dialled, sent_at;  // of the last attempt
+};
+
+first_request send_first_request(const std::string& addr, std::chrono::nanoseconds idle) {
+  first_request f;
+  for (int attempt = 0; attempt < 3; attempt++) {
+    f.dialled = std::chrono::steady_clock::now();  // before the server can accept
+    f.c = std::make_unique<raw_client>(addr);
+    f.sent = f.c->send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    f.sent_at = std::chrono::steady_clock::now();
+    f.status = f.c->read_response().status;
+    f.cut_off = f.status == 0 && std::chrono::steady_clock::now() - f.dialled >= idle;
+    if (!f.cut_off) break;
+  }
+  return f;
+}
+
 // A shed connection still ends at the idle timeout, including a timeout that expires
 // while it is being shed (51 ms: 1 ms after the shedding point), and nothing leaks.
-// The idle timeout also covers a fresh connection's wait for its first request, so a
-// client held up for longer than that between its dial and its send may be closed
-// before its request arrives; such a client dials again (at most 3 times).
+// A client cut off before its first request dials again (send_first_request).
 TEST(Http, ShedConnectionsCloseAtTheIdleTimeout) {
   for (auto idle : {51ms, 300ms}) {
     server_options o;
@@ -407,33 +432,24 @@ TEST(Http, ShedConnectionsCloseAtTheIdleTimeout) {
       wg.add(n);
       for (int i = 0; i < n; i++)
         weft::go([&, i] {
-          int attempt = 0;
-          for (; attempt < 3; attempt++) {
-            auto dialled = std::chrono::steady_clock::now();  // before the server can accept
-            raw_client c(ts.addr);  // closed before done(): the server's check counts fds
-            c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
-            auto t0 = std::chrono::steady_clock::now();
-            int status = c.read_response().status;
-            // Cut off before its request: only legitimate once the idle timeout has passed
-            // since the dial began.
-            if (status == 0 && std::chrono::steady_clock::now() - dialled >= idle) continue;
-            bool by_server = status == 200 && c.closed_by_server();
-            auto waited = std::chrono::steady_clock::now() - t0;
+          {  // f's client is closed before done(): the server's check counts fds
+            first_request f = send_first_request(ts.addr, idle);
+            bool by_server = f.status == 200 && f.c->closed_by_server();
+            auto waited = std::chrono::steady_clock::now() - f.sent_at;
             if (by_server && waited >= idle - 10ms) {
               closed++;
             } else {
               std::lock_guard<weft::mutex> l(mu);
-              why += "client " + std::to_string(i) + ": status " + std::to_string(status) +
-                     (by_server ? ", closed by the server" : ", not closed by the server") + " after " +
-                     std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()) +
-                     " ms, " + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(t0 - dialled).count()) +
-                     " ms from dial to send\n";
+              if (f.cut_off)
+                why += "client " + std::to_string(i) + ": cut off before its request 3 times\n";
+              else
+                why += "client " + std::to_string(i) + ": status " + std::to_string(f.status) +
+                       (by_server ? ", closed by the server" : ", not closed by the server") + " after " +
+                       std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()) +
+                       " ms, " +
+                       std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(f.sent_at - f.dialled).count()) +
+                       " ms from dial to send\n";
             }
-            break;
-          }
-          if (attempt == 3) {
-            std::lock_guard<weft::mutex> l(mu);
-            why += "client " + std::to_string(i) + ": cut off before its request 3 times\n";
           }
           wg.done();
         });
@@ -469,20 +485,12 @@ TEST(Http, WakeupsWhileArmingTheShedAreNotLost) {
     server_options o;
     o.idle_timeout = 51ms;
     with_server([](test_server& ts) {
-      // A fresh connection's wait for its first request is covered by the 51 ms idle
-      // timeout too: a client held up that long before its send dials again (at most 3).
-      for (int attempt = 0;; attempt++) {
-        auto dialled = std::chrono::steady_clock::now();
-        raw_client c(ts.addr);
-        ASSERT_TRUE(c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
-        int status = c.read_response().status;
-        if (status == 0 && attempt < 2 && std::chrono::steady_clock::now() - dialled >= 51ms) continue;
-        ASSERT_EQ(status, 200);
-        auto t0 = std::chrono::steady_clock::now();
-        EXPECT_TRUE(c.closed_by_server());
-        EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
-        break;
-      }
+      first_request f = send_first_request(ts.addr, 51ms);
+      ASSERT_TRUE(f.sent);
+      ASSERT_EQ(f.status, 200);
+      auto t0 = std::chrono::steady_clock::now();
+      EXPECT_TRUE(f.c->closed_by_server());
+      EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
     }, o);
   }
 }
