@@ -2,6 +2,8 @@
 # HTTP benchmarks (docs/benchmarks.md): weftd, the Go net/http peer and nginx, one after
 # another in this one invocation, each with 2 worker threads; wrk -t1 on the same
 # machine. Prints every figure per server as `server name value unit`, then the ratios.
+# Right after weft's sleep10_rps, bench/sleep_floor's (a server that only waits): the
+# machine's own limit for that figure at that time, and `ratio sleep10_rps weft/floor`.
 #
 #   bench/http_bench.sh [BUILD_DIR]      SECS=10 per figure (default), IDLE_CONNS=10000,
 #                                        ROUNDS=1
@@ -42,6 +44,18 @@ syscalls_per_req() {  # PIDS(comma separated) URL
   awk -v c="$calls" -v r="$reqs" 'BEGIN { if (r > 0) printf "%.2f", c / r; else print "0" }'
 }
 
+# sleep10's floor on this machine right now: what wrk and loopback TCP allow a server
+# that does nothing but wait (bench/sleep_floor.cc), measured right after weft's
+# sleep10_rps, so that a low figure can be told from a slow machine.
+floor_sleep10() {
+  "$build/bench/sleep_floor" --port 18083 --threads 2 &
+  local pid=$!
+  if wait_up "http://127.0.0.1:18083/sleep?ms=0"; then
+    echo "floor sleep10_rps $(wrk_rps -t1 -c1000 -d${secs}s "http://127.0.0.1:18083/sleep?ms=10") req/s"
+  fi
+  kill $pid; wait $pid 2>/dev/null
+}
+
 bench_server() {  # NAME PIDS(comma separated) BASE_URL HAS_SLEEP
   local name=$1 pid=$2 url=$3 has_sleep=$4 v
   wait_up "$url/hello" || return
@@ -55,6 +69,7 @@ bench_server() {  # NAME PIDS(comma separated) BASE_URL HAS_SLEEP
   v=$(wrk_rps -t1 -c50 -d${secs}s "$url/json"); echo "$name json_rps $v req/s"
   if [ "$has_sleep" = 1 ]; then
     v=$(wrk_rps -t1 -c1000 -d${secs}s "$url/sleep?ms=10"); echo "$name sleep10_rps $v req/s"
+    [ "$name" = weft ] && floor_sleep10 > "$out/floor.$r"
   fi
   echo "$name syscalls_per_req $(syscalls_per_req "$pid" "$url/hello") calls"
 }
@@ -81,16 +96,17 @@ bench_server() {  # NAME PIDS(comma separated) BASE_URL HAS_SLEEP
     # The workers do the work: measure and trace all of them.
     bench_server nginx "$(pgrep -P $pid | paste -sd,)" http://127.0.0.1:18082 0 > "$out/nginx.$r"
     kill -QUIT $pid; wait $pid 2>/dev/null
-    [ "$rounds" -gt 1 ] && cat "$out/weft.$r" "$out/go.$r" "$out/nginx.$r" | sed "s/^/# round $r: /"
+
+    [ "$rounds" -gt 1 ] && cat "$out/weft.$r" "$out/go.$r" "$out/nginx.$r" "$out/floor.$r" | sed "s/^/# round $r: /"
   done
 
-  for name in weft go nginx; do
+  for name in weft go nginx floor; do
     # `server figure value unit` -> the median of each figure over the rounds.
     for r in $(seq "$rounds"); do cut -d' ' -f2- "$out/$name.$r" > "$out/$name.figs.$r"; done
     median_figures "$out"/$name.figs.[0-9]* | sed "s/^/$name /" | tee "$out/$name.med"
   done
 
-  for peer in go nginx; do
+  for peer in go nginx floor; do
     label=weft/$peer
     awk -v label="$label" 'NR==FNR { a[$2] = $3; next }
       ($2 in a) && $3 > 0 && a[$2] != "" { printf "ratio %s %s %.2f\n", $2, label, a[$2] / $3 }' "$out/weft.med" "$out/$peer.med"

@@ -15,6 +15,10 @@
 #   weftd_cpu_pct        weftd's CPU over 3 s in the middle of the window (100 = a core)
 #   wrk_cpu_pct          wrk's, over the same 3 s
 #   machine_idle_pct     the machine's idle share over those 3 s (100 = both cores idle)
+#   machine_steal_pct    the share the hypervisor took from this VM's cores meanwhile
+#   weftd_cpu_us_per_req weftd's CPU time per request over those 3 s
+#   floor_sleep10_rps    right after, the same wrk run against bench/sleep_floor (a
+#                        server that only waits): what the machine allows at that time
 # cycle_ms - wrk_latency_ms is wrk's own time between a response and its next request;
 # wrk_latency_ms - server_ms is the kernel plus the server's wait before it starts a
 # request; server_ms - 10 is the timer's lateness plus scheduling inside the server.
@@ -32,11 +36,11 @@ url=http://127.0.0.1:18080
 metric() {  # BODY NAME: the value of the sample line NAME
   echo "$1" | awk -v n="$2" 'index($0, n " ") == 1 { print $NF }'
 }
-cpu_ticks() {  # PID: utime + stime
-  awk '{ print $14 + $15 }' "/proc/$1/stat"
+cpu_ns() {  # PID: CPU time of all its threads so far, in ns (schedstat: exact, not ticks)
+  cat /proc/"$1"/task/*/schedstat 2> /dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'
 }
-idle_total() {  # the machine's idle ticks and total ticks
-  awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t }' /proc/stat
+idle_total() {  # the machine's idle ticks, total ticks, and ticks stolen by the hypervisor
+  awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t, $9 }' /proc/stat
 }
 
 for r in $(seq 1 "$rounds"); do
@@ -48,9 +52,9 @@ for r in $(seq 1 "$rounds"); do
   wrk -t1 -c1000 -d"${secs}s" --latency "$url/sleep?ms=10" > "$out/wrk" 2>&1 &
   wpid=$!
   sleep 1
-  w0=$(cpu_ticks "$pid"); c0=$(cpu_ticks "$wpid"); read -r i0 t0 <<< "$(idle_total)"
+  w0=$(cpu_ns "$pid"); c0=$(cpu_ns "$wpid"); read -r i0 t0 s0 <<< "$(idle_total)"
   sleep 3
-  w1=$(cpu_ticks "$pid"); c1=$(cpu_ticks "$wpid"); read -r i1 t1 <<< "$(idle_total)"
+  w1=$(cpu_ns "$pid"); c1=$(cpu_ns "$wpid"); read -r i1 t1 s1 <<< "$(idle_total)"
   wait "$wpid"
   m1=$(curl -s "$url/metrics")
   kill "$pid"; wait "$pid" 2> /dev/null
@@ -58,7 +62,7 @@ for r in $(seq 1 "$rounds"); do
   rps=$(awk '/Requests\/sec/ { print $2 }' "$out/wrk")
   lat_ms=$(to_ms "$(awk '$1 == "Latency" { print $2; exit }' "$out/wrk")")
   hz=$(getconf CLK_TCK)
-  python3 - "$rps" "$lat_ms" "$hz" "$w0" "$w1" "$c0" "$c1" "$i0" "$i1" "$t0" "$t1" \
+  python3 - "$rps" "$lat_ms" "$hz" "$w0" "$w1" "$c0" "$c1" "$i0" "$i1" "$t0" "$t1" "$s0" "$s1" \
     "$(metric "$m0" 'weft_http_request_duration_seconds_sum{route="GET /sleep"}')" \
     "$(metric "$m1" 'weft_http_request_duration_seconds_sum{route="GET /sleep"}')" \
     "$(metric "$m0" 'weft_http_request_duration_seconds_count{route="GET /sleep"}')" \
@@ -68,18 +72,26 @@ for r in $(seq 1 "$rounds"); do
 import sys
 a = sys.argv[1:]
 rps, lat_ms, hz = float(a[0]), float(a[1]), float(a[2])
-w0, w1, c0, c1, i0, i1, t0, t1 = map(float, a[3:11])
+w0, w1, c0, c1, i0, i1, t0, t1, s0, s1 = map(float, a[3:13])
 f = lambda s: float(s) if s else 0.0
-ds, dc = f(a[12]) - f(a[11]), f(a[14]) - f(a[13])
-ls, lc = f(a[16]) - f(a[15]), f(a[18]) - f(a[17])
+ds, dc = f(a[14]) - f(a[13]), f(a[16]) - f(a[15])
+ls, lc = f(a[18]) - f(a[17]), f(a[20]) - f(a[19])
 secs = (t1 - t0) / hz / 2  # /proc/stat counts both CPUs
 print(f"sleep10_rps {rps:.0f} req/s")
 print(f"cycle_ms {1000 / rps * 1000:.3f} ms")
 print(f"wrk_latency_ms {lat_ms:.2f} ms")
 print(f"server_ms {ds / max(dc, 1) * 1000:.3f} ms")
 print(f"sched_latency_us {ls / max(lc, 1) * 1e6:.1f} us")
-print(f"weftd_cpu_pct {(w1 - w0) / hz / secs * 100:.0f} %")
-print(f"wrk_cpu_pct {(c1 - c0) / hz / secs * 100:.0f} %")
+print(f"weftd_cpu_pct {(w1 - w0) / 1e9 / secs * 100:.0f} %")
+print(f"wrk_cpu_pct {(c1 - c0) / 1e9 / secs * 100:.0f} %")
 print(f"machine_idle_pct {(i1 - i0) / (t1 - t0) * 100:.0f} %")
+print(f"machine_steal_pct {(s1 - s0) / (t1 - t0) * 100:.1f} %")
+print(f"weftd_cpu_us_per_req {(w1 - w0) / 1e3 / (rps * secs):.2f} us")
 EOF
+  "$build/bench/sleep_floor" --port 18083 --threads 2 &
+  fpid=$!
+  if wait_up "http://127.0.0.1:18083/sleep?ms=0"; then
+    wrk -t1 -c1000 -d"${secs}s" "http://127.0.0.1:18083/sleep?ms=10" 2>&1 | awk '/Requests\/sec/ { printf "floor_sleep10_rps %.0f req/s\n", $2 }'
+  fi
+  kill "$fpid"; wait "$fpid" 2> /dev/null
 done
