@@ -18,6 +18,18 @@ wait_up() {
   return 1
 }
 
+# floor_rps SECS: sleep10_rps (wrk -t1 -c1000, SECS seconds) of bench/sleep_floor, a
+# server that only waits: what wrk and loopback TCP allow that figure on this machine
+# right now. Prints nothing if the floor did not start.
+floor_rps() {
+  "$build/bench/sleep_floor" --port 18083 --threads 2 &
+  local pid=$!
+  if wait_up "http://127.0.0.1:18083/sleep?ms=0"; then
+    wrk -t1 -c1000 -d"$1s" "http://127.0.0.1:18083/sleep?ms=10" 2>&1 | awk '/Requests\/sec/ { print $2 }'
+  fi
+  kill $pid; wait $pid 2> /dev/null
+}
+
 # to_ms LATENCY: a wrk latency (1.23ms, 512.00us, 1.02s) in milliseconds.
 to_ms() {
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
