@@ -59,8 +59,8 @@ bench_server() {  # NAME PIDS(comma separated) BASE_URL HAS_SLEEP
     v=$(wrk_rps -t1 -c1000 -d${secs}s "$url/sleep?ms=10"); echo "$name sleep10_rps $v req/s"
     if [ "$name" = weft ]; then
       # The machine's own limit for this figure, right after it (bench/sleep_floor.cc).
-      v=$(floor_rps "$secs"); : > "$out/floor.$r"
-      [ -n "$v" ] && echo "floor sleep10_rps $v req/s" > "$out/floor.$r"
+      v=$(floor_rps "$secs")
+      { [ -n "$v" ] && echo "floor sleep10_rps $v req/s"; } > "$out/floor.$r"
     fi
   fi
   echo "$name syscalls_per_req $(syscalls_per_req "$pid" "$url/hello") calls"
