@@ -4,9 +4,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "runtime/chan_timer.h"
+#include "runtime/context.h"
 #include "runtime/runtime.h"
-#include "runtime/select.h"
 
 namespace weft::handlers {
 
@@ -66,10 +65,8 @@ void register_weftd_routes(http::serve_mux& mux, const std::atomic<bool>* ready)
   mux.handle("GET /sleep", [](http::response_writer& w, http::request& r) {
     uint64_t ms = 0;
     if (!parse_u64(r.query("ms"), ms) || ms > 60000) return bad_request(w, "ms must be 0..60000");
-    auto done = r.ctx().done();
-    time_point t;
-    std::monostate m;
-    if (weft::select(weft::case_recv(weft::after(std::chrono::milliseconds(ms)), t), weft::case_recv(done, m)) == 1)
+    // Go's select on time.After and ctx.Done(), without the two channels.
+    if (weft::sleep_for(r.ctx(), std::chrono::milliseconds(ms)))
       return;  // deadline (the server answers 503) or the client went away
     w.set_header("Content-Type", "text/plain");
     w.write("slept " + std::to_string(ms) + "ms\n");

@@ -14,6 +14,7 @@
 #include "runtime/internal/lock.h"
 #include "runtime/internal/sched.h"
 #include "runtime/internal/timer.h"
+#include "runtime/runtime.h"
 
 namespace weft {
 
@@ -40,6 +41,8 @@ const std::error_category& context_category() {
 
 namespace detail {
 
+struct ctx_sleeper;
+
 struct ctx_node {
   enum class kind : uint8_t { value, cancel };
 
@@ -65,6 +68,7 @@ struct ctx_node {
   bool linked = false;
   timer deadline_timer;                   // armed for deadline nodes
   bool has_timer = false;
+  ctx_sleeper* sleepers = nullptr;        // sleep_for calls waiting on this node (mu)
 
   explicit ctx_node(kind kk) : k(kk) {}
 
@@ -125,6 +129,57 @@ void ctx_node::release() {
   }
 }
 
+// One sleep_for(ctx, d) call, in its goroutine's frame.
+struct ctx_sleeper {
+  static constexpr int kWaiting = 0, kTimer = 1, kCanceled = 2;
+
+  ctx_sleeper(ctx_node* node, int64_t w) : n(node), when(w) { t.sync = true; }
+
+  timer t{&fire, this};
+  ctx_node* n;
+  int64_t when;
+  g* gp = nullptr;
+  std::atomic<int> woken{kWaiting};  // who readied the goroutine
+  bool parked = false;               // the commit went through
+  ctx_sleeper* prev = nullptr;       // in n->sleepers (n->mu)
+  ctx_sleeper* next = nullptr;
+  bool linked = false;
+
+  void wake(int by) {
+    g* w = gp;  // once readied, the goroutine may return and the frame be gone
+    int expect = kWaiting;
+    if (woken.compare_exchange_strong(expect, by, std::memory_order_acq_rel)) ready_g(w, true);
+  }
+  static void fire(timer*, void* arg, uintptr_t) { static_cast<ctx_sleeper*>(arg)->wake(kTimer); }
+
+  void unlink_locked() {
+    if (!linked) return;
+    if (prev)
+      prev->next = next;
+    else
+      n->sleepers = next;
+    if (next) next->prev = prev;
+    prev = next = nullptr;
+    linked = false;
+  }
+
+  // Runs once the goroutine is switched out: publishes the entry unless n is cancelled.
+  static bool commit(g* gp, void* arg) {
+    auto* s = static_cast<ctx_sleeper*>(arg);
+    ctx_node* n = s->n;
+    lock_guard l(n->mu);
+    if (n->canceled) return false;
+    s->gp = gp;
+    s->parked = true;
+    timer_add(&s->t, s->when);
+    s->next = n->sleepers;
+    if (s->next) s->next->prev = s;
+    n->sleepers = s;
+    s->linked = true;
+    return true;
+  }
+};
+
 namespace {
 
 // Marks n cancelled (if it was not) and moves its children, with their references, to
@@ -139,6 +194,10 @@ bool cancel_one(ctx_node* n, std::error_code e, std::error_code why, std::vector
     n->done.close();
   else
     n->done = closed_chan();
+  while (ctx_sleeper* s = n->sleepers) {
+    s->unlink_locked();
+    s->wake(ctx_sleeper::kCanceled);
+  }
   while (ctx_node* c = n->first_child) {
     n->unlink_child_locked(c);
     work.push_back(c);
@@ -273,6 +332,26 @@ void cancel_func::operator()(std::error_code cause) const {
 }
 
 context background() { return {}; }
+
+std::error_code sleep_for(const context& ctx, std::chrono::nanoseconds d) {
+  ctx_node* n = detail::nearest_cancelable(ctx.node());
+  if (!n) {  // never cancelled: a plain sleep
+    detail::sleep_ns(d.count());
+    return {};
+  }
+  if (d.count() <= 0) return ctx.err();
+  int64_t now = detail::nanotime();
+  int64_t when = d.count() > INT64_MAX - now ? INT64_MAX : now + d.count();
+  detail::ctx_sleeper s(n, when);
+  park(wait_reason::sleep, &detail::ctx_sleeper::commit, &s);
+  if (!s.parked) return ctx.err();  // cancelled before the commit
+  {
+    detail::lock_guard l(n->mu);
+    s.unlink_locked();
+  }
+  detail::timer_stop_sync(&s.t);
+  return s.woken.load(std::memory_order_acquire) == detail::ctx_sleeper::kCanceled ? ctx.err() : std::error_code();
+}
 
 namespace detail {
 // cancel_func's constructor is private; this is its friend.

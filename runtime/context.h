@@ -121,6 +121,13 @@ cancelable with_timeout(const context& parent, std::chrono::nanoseconds timeout)
 template <class T, class V>
 context with_value(const context& parent, const context_key<T>& key, V&& value);
 
+// Sleeps for d, or until ctx is done, whichever comes first: Go's
+//   select { case <-time.After(d): case <-ctx.Done(): }
+// without the channels (no allocation; one timer in the goroutine's frame). Returns
+// ctx.err() if the context ended the sleep or had ended before it, else no error. From
+// a goroutine only; a goroutine dump shows it as [sleep].
+std::error_code sleep_for(const context& ctx, std::chrono::nanoseconds d);
+
 namespace detail {
 context make_value_ctx(const context& parent, const void* key, std::any value);
 

@@ -846,6 +846,134 @@ TEST(Context, DoneWorksAsASelectCase) {
 }
 
 // ---------------------------------------------------------------------------------------
+// sleep_for(ctx, d): a sleep that a context ends early
+
+TEST(Context, SleepForRunsItsFullDurationWhenNothingCancels) {
+  run_checked([] {
+    cancelable c = with_cancel(background());
+    context v = with_value(c.ctx, kInt, 1);
+    for (const context* ctx : {&c.ctx, &v}) {
+      auto t0 = clk::now();
+      EXPECT_FALSE(sleep_for(*ctx, 20ms));
+      EXPECT_GE(clk::now() - t0, 20ms);
+    }
+    auto t0 = clk::now();
+    EXPECT_FALSE(sleep_for(background(), 5ms)) << "background is never cancelled";
+    EXPECT_GE(clk::now() - t0, 5ms);
+    EXPECT_FALSE(sleep_for(c.ctx, 0ms));
+    EXPECT_FALSE(sleep_for(c.ctx, -1ms));
+    c.cancel();
+    EXPECT_EQ(detail::timers_pending(), 0) << "the sleep's timer is gone";
+  });
+}
+
+TEST(Context, SleepForOnAnEndedContextReturnsItsErrorAtOnce) {
+  run_checked([] {
+    cancelable c = with_cancel(background());
+    c.cancel();
+    cancelable past = with_deadline(background(), clk::now() - 1s);
+    auto t0 = clk::now();
+    EXPECT_EQ(sleep_for(c.ctx, 10s), context_errc::canceled);
+    EXPECT_EQ(sleep_for(with_value(c.ctx, kInt, 1), 10s), context_errc::canceled);
+    EXPECT_EQ(sleep_for(past.ctx, 10s), context_errc::deadline_exceeded);
+    EXPECT_EQ(sleep_for(c.ctx, 0ms), context_errc::canceled);
+    EXPECT_LT(clk::now() - t0, 5s);
+    EXPECT_EQ(detail::timers_pending(), 0);
+  });
+}
+
+TEST(Context, CancelWakesAGoroutineInSleepForWithCanceled) {
+  run_checked([] {
+    cancelable root = with_cancel(background());
+    context leaf = with_value(with_cancel(root.ctx).ctx, kInt, 7);  // its cancel dropped: root ends it
+    wait_group wg;
+    wg.add(2);
+    std::error_code got_root, got_leaf;
+    go([&] {
+      got_root = sleep_for(root.ctx, 1h);
+      wg.done();
+    });
+    go([&] {
+      got_leaf = sleep_for(leaf, 1h);
+      wg.done();
+    });
+    yield();  // one P: both run and park in sleep_for
+    std::string dump = dump_goroutines();
+    EXPECT_NE(dump.find("[sleep]"), std::string::npos) << dump;
+    EXPECT_EQ(detail::timers_pending(), 2);
+    auto t0 = clk::now();
+    root.cancel();
+    ASSERT_TRUE(wg.wait_for(10s)) << "a goroutine in sleep_for did not wake on cancel";
+    EXPECT_LT(clk::now() - t0, 10s);
+    EXPECT_EQ(got_root, context_errc::canceled);
+    EXPECT_EQ(got_leaf, context_errc::canceled);
+    EXPECT_EQ(detail::timers_pending(), 0) << "the woken sleeps stopped their timers";
+  }, {.max_procs = 1});
+}
+
+TEST(Context, ADeadlineEndsSleepForWithDeadlineExceeded) {
+  run_checked([] {
+    cancelable t = with_timeout(background(), 20ms);
+    auto t0 = clk::now();
+    EXPECT_EQ(sleep_for(t.ctx, 1h), context_errc::deadline_exceeded);
+    EXPECT_GE(clk::now() - t0, 20ms);
+    // An untimed deadline (the HTTP server's) ends it when its owner expires it.
+    cancelable u = detail::with_deadline_untimed(background(), clk::now() + 1h);
+    wait_group wg;
+    wg.add(1);
+    std::error_code got;
+    go([&] {
+      got = sleep_for(u.ctx, 1h);
+      wg.done();
+    });
+    yield();
+    detail::expire(u.ctx);
+    ASSERT_TRUE(wg.wait_for(10s));
+    EXPECT_EQ(got, context_errc::deadline_exceeded);
+    t.cancel();
+    u.cancel();
+  }, {.max_procs = 1});
+}
+
+// Timers and cancels racing on every P: each sleep ends exactly once, by the one that
+// won, and nothing is left armed or linked (ASan would see a frame touched after return).
+TEST(Context, SleepForRacingCancelsEndsEachSleepOnceAndLeavesNothing) {
+  run_checked([] {
+    const int rounds = stress(200, 40), per_round = 50;
+    std::atomic<int> slept{0}, canceled{0}, wrong{0};
+    std::mt19937 rng(42);
+    for (int r = 0; r < rounds; r++) {
+      cancelable c = with_cancel(background());
+      wait_group wg;
+      wg.add(per_round);
+      for (int i = 0; i < per_round; i++) {
+        auto d = std::chrono::microseconds(rng() % 400);
+        context ctx = i % 3 ? c.ctx : with_value(c.ctx, kInt, i);
+        go([&, d, ctx] {
+          auto t0 = clk::now();
+          std::error_code e = sleep_for(ctx, d);
+          if (!e && clk::now() - t0 >= d)
+            slept++;
+          else if (e == context_errc::canceled)
+            canceled++;
+          else
+            wrong++;
+          wg.done();
+        });
+      }
+      sleep_for(std::chrono::microseconds(rng() % 300));
+      c.cancel();
+      ASSERT_TRUE(wg.wait_for(10s)) << "round " << r;
+    }
+    EXPECT_EQ(wrong.load(), 0) << "a sleep ended early without its context, or with another error";
+    EXPECT_EQ(slept.load() + canceled.load(), rounds * per_round);
+    EXPECT_GT(canceled.load(), 0);
+    EXPECT_GT(slept.load(), 0);
+    EXPECT_EQ(detail::timers_pending(), 0);
+  });
+}
+
+// ---------------------------------------------------------------------------------------
 // threads, fan-out, races
 
 TEST(Context, CancellationFromAnotherThreadWakesGoroutines) {
