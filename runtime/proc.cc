@@ -1439,11 +1439,12 @@ void run_teardown() {
   for (int32_t i = 0; i < sched.nprocs; i++) {
     timer_heap& th = sched.allp[i].timers;
     lock_guard l(th.mu);
-    std::vector<timer*> dropped;
+    std::vector<timer_heap::entry> dropped;
     dropped.swap(th.heap);
     th.publish_locked();
     th.mu.release();
-    for (timer* t : dropped) {
+    for (const timer_heap::entry& e : dropped) {
+      timer* t = e.t;
       t->owner.store(nullptr, std::memory_order_relaxed);
       t->idx = -1;
       if (t->drop) t->drop(t, t->arg, t->seq);

@@ -8,47 +8,48 @@
 
 namespace weft::detail {
 
-// 4-ary heap: shallower than binary, and the four children share a cache line or two.
+// 4-ary heap: shallower than binary, and the four children's entries share a cache line.
 namespace {
 
-inline bool before(const timer* a, const timer* b) { return a->key < b->key; }
+using entry = timer_heap::entry;
 
-void sift_up(std::vector<timer*>& h, std::size_t i) {
-  timer* t = h[i];
-  while (i > 0) {
-    std::size_t parent = (i - 1) / 4;
-    if (!before(t, h[parent])) break;
-    h[i] = h[parent];
-    h[i]->idx = static_cast<int32_t>(i);
-    i = parent;
-  }
-  h[i] = t;
-  t->idx = static_cast<int32_t>(i);
+void place(std::vector<entry>& h, std::size_t i, entry e) {
+  h[i] = e;
+  e.t->idx = static_cast<int32_t>(i);
 }
 
-void sift_down(std::vector<timer*>& h, std::size_t i) {
+void sift_up(std::vector<entry>& h, std::size_t i) {
+  entry e = h[i];
+  while (i > 0) {
+    std::size_t parent = (i - 1) / 4;
+    if (e.key >= h[parent].key) break;
+    place(h, i, h[parent]);
+    i = parent;
+  }
+  place(h, i, e);
+}
+
+void sift_down(std::vector<entry>& h, std::size_t i) {
   std::size_t n = h.size();
-  timer* t = h[i];
+  entry e = h[i];
   for (;;) {
     std::size_t c = 4 * i + 1;
     if (c >= n) break;
     std::size_t best = c;
     for (std::size_t k = c + 1; k < c + 4 && k < n; k++)
-      if (before(h[k], h[best])) best = k;
-    if (!before(h[best], t)) break;
-    h[i] = h[best];
-    h[i]->idx = static_cast<int32_t>(i);
+      if (h[k].key < h[best].key) best = k;
+    if (h[best].key >= e.key) break;
+    place(h, i, h[best]);
     i = best;
   }
-  h[i] = t;
-  t->idx = static_cast<int32_t>(i);
+  place(h, i, e);
 }
 
 }  // namespace
 
 void timer_heap::push_locked(timer* t) {
   t->key = t->when;
-  heap.push_back(t);
+  heap.push_back({t->key, t});
   sift_up(heap, heap.size() - 1);
   publish_locked();
 }
@@ -56,13 +57,10 @@ void timer_heap::push_locked(timer* t) {
 void timer_heap::remove_locked(timer* t) {
   std::size_t i = static_cast<std::size_t>(t->idx);
   std::size_t last = heap.size() - 1;
-  if (i != last) {
-    heap[i] = heap[last];
-    heap[i]->idx = static_cast<int32_t>(i);
-  }
+  if (i != last) place(heap, i, heap[last]);
   heap.pop_back();
   if (i < heap.size()) {
-    timer* moved = heap[i];
+    timer* moved = heap[i].t;
     sift_down(heap, i);
     sift_up(heap, static_cast<std::size_t>(moved->idx));
   }
@@ -74,12 +72,13 @@ void timer_heap::remove_locked(timer* t) {
 }
 
 void timer_heap::reschedule_head_locked() {
+  heap[0].key = heap[0].t->key;
   sift_down(heap, 0);
   publish_locked();
 }
 
 timer* timer_heap::pop_locked() {
-  timer* t = heap[0];
+  timer* t = heap[0].t;
   remove_locked(t);
   return t;
 }
@@ -96,7 +95,7 @@ void add_to(p* pp, timer* t, int64_t when, uintptr_t seq) {
     t->seq = seq;
     t->owner.store(pp, std::memory_order_relaxed);
     pp->timers.push_locked(t);
-    first = pp->timers.heap[0] == t;
+    first = pp->timers.heap[0].t == t;
   }
   if (first) wake_net_poller(when);
 }
@@ -178,8 +177,8 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
   if (now == 0) now = nanotime();
   if (now < next) return next;
   lock_guard l(pp->timers.mu);
-  while (!pp->timers.heap.empty() && pp->timers.heap[0]->key <= now) {
-    timer* t = pp->timers.heap[0];
+  while (!pp->timers.heap.empty() && pp->timers.heap[0].key <= now) {
+    timer* t = pp->timers.heap[0].t;
     if (t->when != t->key) {
       // Reset to later since it was sorted: sort it by its deadline first (even if that
       // is due too: timers due in one pass still fire in deadline order).
@@ -210,7 +209,7 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
     *ran = true;
     pp->timers.mu.acquire();
   }
-  return pp->timers.heap.empty() ? 0 : pp->timers.heap[0]->key;
+  return pp->timers.heap.empty() ? 0 : pp->timers.heap[0].key;
 }
 
 int64_t timers_pending() {

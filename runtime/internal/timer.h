@@ -62,8 +62,16 @@ struct timer {
 };
 
 struct timer_heap {
+  // Each entry carries its timer's key, so that sifting compares within this array and
+  // touches a timer only to record its new position: with thousands of timers (one
+  // per connection and request) reading each candidate's key from the timer itself was
+  // a cache miss per comparison (Go's timers keep `when` beside the pointer too).
+  struct entry {
+    int64_t key;
+    timer* t;
+  };
   lock mu;
-  std::vector<timer*> heap;            // guarded by mu
+  std::vector<entry> heap;             // guarded by mu
   std::atomic<int64_t> first_when{0};  // earliest key (<= earliest deadline), 0 when empty
 
   void push_locked(timer* t);
@@ -72,7 +80,7 @@ struct timer_heap {
   // heap[0]'s when has grown: restores the heap order.
   void reschedule_head_locked();
   void publish_locked() {
-    first_when.store(heap.empty() ? 0 : heap[0]->key, std::memory_order_release);
+    first_when.store(heap.empty() ? 0 : heap[0].key, std::memory_order_release);
   }
 };
 
