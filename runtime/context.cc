@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "runtime/internal/lock.h"
+#include "runtime/internal/profile.h"
 #include "runtime/internal/sched.h"
 #include "runtime/internal/timer.h"
 #include "runtime/runtime.h"
@@ -343,6 +344,8 @@ std::error_code sleep_for(const context& ctx, std::chrono::nanoseconds d) {
   int64_t now = detail::nanotime();
   int64_t when = d.count() > INT64_MAX - now ? INT64_MAX : now + d.count();
   detail::ctx_sleeper s(n, when);
+  // In the block profile, as the select it replaces would be (time.Sleep is not).
+  int64_t since = detail::block_profiling() ? now : 0;
   park(wait_reason::sleep, &detail::ctx_sleeper::commit, &s);
   if (!s.parked) return ctx.err();  // cancelled before the commit
   {
@@ -350,6 +353,7 @@ std::error_code sleep_for(const context& ctx, std::chrono::nanoseconds d) {
     s.unlink_locked();
   }
   detail::timer_stop_sync(&s.t);
+  if (since) detail::record_block(since, detail::nanotime(), 0);
   return s.woken.load(std::memory_order_acquire) == detail::ctx_sleeper::kCanceled ? ctx.err() : std::error_code();
 }
 

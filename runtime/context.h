@@ -125,7 +125,8 @@ context with_value(const context& parent, const context_key<T>& key, V&& value);
 //   select { case <-time.After(d): case <-ctx.Done(): }
 // without the channels (no allocation; one timer in the goroutine's frame). Returns
 // ctx.err() if the context ended the sleep or had ended before it, else no error. From
-// a goroutine only; a goroutine dump shows it as [sleep].
+// a goroutine only; a goroutine dump shows it as [sleep], and the block profile records
+// it as it would the select.
 std::error_code sleep_for(const context& ctx, std::chrono::nanoseconds d);
 
 namespace detail {

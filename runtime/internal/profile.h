@@ -1,8 +1,8 @@
 // Contention records behind the block and mutex profiles (Go's blockevent /
 // mutexevent in mprof.go).
 //
-// Blocking waits (channels, select, wait_group, cond, semaphore, mutex) call
-// record_block() with when they started and ended; mutex hand-offs call
+// Blocking waits (channels, select, sleep_for(ctx, d), wait_group, cond, semaphore,
+// mutex) call record_block() with when they started and ended; mutex hand-offs call
 // record_mutex() with how long the woken waiter waited. Both sample as Go does:
 //   block:  rate R ns (set_block_profile_rate): a wait of d >= R is always recorded,
 //           a shorter one with probability d/R; 0 disables.
