@@ -9,13 +9,14 @@
 //
 // Writing. Responses go into a per-connection buffer. It is flushed when the handler
 // flushes, when a response is complete and no further pipelined request is already
-// buffered (so a batch of 16 pipelined requests costs one read and one write), or when
-// it grows past 64 KiB. A body up to 2 KiB written by a handler that does not flush gets
+// buffered (so a batch of 16 pipelined requests costs one read and one write), before
+// any read (a buffered request may be incomplete), or when it grows past 64 KiB. A body up to 2 KiB written by a handler that does not flush gets
 // a Content-Length; anything else is chunked (HTTP/1.1) or ends with the connection
 // (HTTP/1.0), as net/http does.
 //
 // Deadlines. While waiting for a request: the idle timeout. Once its first byte is in:
-// the read-header timeout (and the read timeout for the whole request). After the
+// the read-header timeout (and the read timeout for the whole request), given to the
+// socket only if another read is needed (most requests arrive in one). After the
 // headers: the write timeout. The handler's deadline is a runtime timer per connection:
 // when it fires it cancels the request's context and, if the handler has written
 // nothing, a helper goroutine answers 503 at once and the handler's later writes fail.
@@ -292,6 +293,25 @@ struct conn_loop {
   enum class shed_result { handed_off, not_shed, readable, idle_expired };
   shed_result shed(std::chrono::nanoseconds idle_left);
   bool read_more();                  // false: EOF, error or timeout
+  // The read-header deadline is decided when a request's first bytes are in, but given
+  // to the socket only before a further read: a request whose headers came whole in one
+  // read (nearly all of them) never blocks on it, and is spared a deadline update. Until
+  // then the idle deadline stays set, unused: nothing reads meanwhile.
+  clock::time_point pending_rd{};    // {}: clear
+  bool rd_pending = false;
+  void defer_read_deadline(clock::time_point t) {
+    pending_rd = t;
+    rd_pending = true;
+  }
+  void set_read_deadline_now(clock::time_point t) {
+    rd_pending = false;
+    c.set_read_deadline(t);
+  }
+  void start_header_deadline() {
+    auto hdr = opts->read_header_timeout;
+    if (opts->read_timeout.count() && (hdr.count() == 0 || opts->read_timeout < hdr)) hdr = opts->read_timeout;
+    defer_read_deadline(hdr.count() ? clock::now() + hdr : clock::time_point{});
+  }
   std::error_code last_read_err;
   int parse_head();                  // see below
   void simple_response(int status, std::string_view body, bool close);
@@ -436,6 +456,15 @@ clock::time_point after(std::chrono::nanoseconds d) { return clock::now() + d; }
 // Reading.
 
 bool conn_loop::read_more() {
+  if (rd_pending) set_read_deadline_now(pending_rd);
+  // Answers held back for a pipelined request that turned out to be incomplete go out
+  // before we wait for the rest of it: its client may be waiting for them first.
+  if (!wbuf.empty()) {
+    if (auto err = flush()) {
+      last_read_err = err;
+      return false;
+    }
+  }
   if (!rbuf) {
     rbuf_mem.acquire();
     rbuf = rbuf_mem.get();
@@ -468,7 +497,8 @@ int conn_loop::parse_head() {
         auto idle = opts->idle_timeout.count() ? opts->idle_timeout : opts->read_header_timeout;
         bool may_shed = idle > kShedAfter;
         auto first = may_shed ? kShedAfter : idle;
-        if (first.count()) c.set_read_deadline(after(first));
+        if (first.count()) set_read_deadline_now(after(first));
+        else rd_pending = false;
         if (!read_more()) {
           if (!may_shed || last_read_err != net::errc::timeout) return 0;
           switch (shed(idle - kShedAfter)) {
@@ -480,17 +510,15 @@ int conn_loop::parse_head() {
         }
         if (!cs->begin_request()) return 0;
         started = true;
-        auto hdr = opts->read_header_timeout;
-        if (opts->read_timeout.count() && (hdr.count() == 0 || opts->read_timeout < hdr)) hdr = opts->read_timeout;
-        if (hdr.count()) c.set_read_deadline(after(hdr));
-        else c.set_read_deadline({});
+        start_header_deadline();
       } else if (!read_more()) {
         return -1000;
       }
     }
-    if (!started) {
+    if (!started) {  // a pipelined request, already (partly) buffered
       if (!cs->begin_request()) return 0;
       started = true;
+      start_header_deadline();
     }
     const char* begin = rbuf + rpos;
     llhttp_errno_t e = llhttp_execute(&parser, begin, rlen - rpos);
@@ -1011,7 +1039,7 @@ bool conn_loop::handle_request() {
       rs.deadline_ns = std::min<int64_t>(rs.deadline_ns, now + static_cast<int64_t>(ms) * 1'000'000);
   }
   if (opts->write_timeout.count()) c.set_write_deadline(rs.start + opts->write_timeout);
-  if (opts->read_timeout.count() == 0 && headers_done && !message_done) c.set_read_deadline({});
+  if (opts->read_timeout.count() == 0 && headers_done && !message_done) defer_read_deadline({});
 
   st = &rs;
   uint64_t seq = ++deadline_seq;
@@ -1102,7 +1130,7 @@ bool conn_loop::handle_request() {
 // closeWriteAndWait).
 void conn_loop::lingering_close() {
   c.close_write();
-  c.set_read_deadline(clock::now() + std::chrono::milliseconds(500));
+  set_read_deadline_now(clock::now() + std::chrono::milliseconds(500));
   char buf[4096];
   for (std::size_t total = 0; total < 256 * 1024;) {
     auto r = c.read(buf, sizeof buf);

@@ -323,6 +323,60 @@ TEST(Http, SlowHeadersAreCutOffAndOthersStillGetServed) {
   }, o);
 }
 
+// The read-header deadline reaches the socket only when a request needs a second read;
+// until then the idle deadline of the wait before it stays set, and here it passes while
+// the handler runs. Every later read must see the request's own deadline instead.
+TEST(Http, ReadsAfterAHandlerOutlastsTheIdleWaitUseTheRequestsOwnDeadlines) {
+  server_options o;
+  o.idle_timeout = 100ms;
+  o.read_header_timeout = 300ms;
+  auto routes = [](serve_mux& mux) {
+    mux.handle("GET /slow", [](response_writer& w, request&) {
+      weft::sleep_for(200ms);
+      w.write("slow");
+    });
+    mux.handle("POST /slow-echo", [](response_writer& w, request& r) {
+      weft::sleep_for(200ms);
+      char buf[64];
+      auto [n, err] = r.read_body(buf, sizeof buf);
+      w.write(buf, n);
+    });
+  };
+  with_server([](test_server& ts) {
+    // A body that comes after the idle deadline passed: no read deadline (no read timeout).
+    raw_client a(ts.addr);
+    a.send("POST /slow-echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n");
+    weft::sleep_for(250ms);
+    a.send("hello");
+    auto r = a.read_response();
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "hello");
+
+    // A pipelined request that waited in the buffer behind /slow, headers in two pieces:
+    // /slow's answer goes out before the server waits for the rest, and the header
+    // timeout counts from when the second request's turn came.
+    raw_client b(ts.addr);
+    b.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\n");
+    r = b.read_response();
+    EXPECT_EQ(r.body, "slow");
+    weft::sleep_for(150ms);
+    b.send("Host: x\r\n\r\n");
+    r = b.read_response();
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "Hello, World!");
+
+    // One never finished: closed at its read-header timeout, counted from its turn.
+    raw_client c(ts.addr);
+    auto t0 = std::chrono::steady_clock::now();
+    c.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\n");
+    EXPECT_EQ(c.read_response().body, "slow");
+    EXPECT_TRUE(c.closed_by_server());
+    auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_GE(took, 450ms) << "200 ms in /slow, then 300 ms for the headers";
+    EXPECT_LT(took, 5s);
+  }, o, routes);
+}
+
 TEST(Http, IdleKeepAliveConnectionsAreClosedAfterTheIdleTimeout) {
   server_options o;
   o.idle_timeout = 150ms;
