@@ -17,6 +17,9 @@
 #   machine_idle_pct     the machine's idle share over those 3 s (100 = both cores idle)
 #   machine_steal_pct    the share the hypervisor took from this VM's cores meanwhile
 #   weftd_cpu_us_per_req weftd's CPU time per request over those 3 s
+#   weftd_{user,kernel}_{instructions,cache_misses}_per_req
+#                        perf's hardware counters per request over those 3 s, when perf
+#                        is installed and may read them (not a dependency of the build)
 #   floor_sleep10_rps    right after, the same wrk run against bench/sleep_floor (a
 #                        server that only waits): what the machine allows at that time
 # cycle_ms - wrk_latency_ms is wrk's own time between a response and its next request;
@@ -53,7 +56,12 @@ for r in $(seq 1 "$rounds"); do
   wpid=$!
   sleep 1
   w0=$(cpu_ns "$pid"); c0=$(cpu_ns "$wpid"); read -r i0 t0 s0 <<< "$(idle_total)"
-  sleep 3
+  : > "$out/perf"
+  if command -v perf > /dev/null; then
+    perf stat -x, -e instructions:u,cache-misses:u,instructions:k,cache-misses:k -p "$pid" -o "$out/perf" -- sleep 3 > /dev/null 2>&1 || sleep 3
+  else
+    sleep 3
+  fi
   w1=$(cpu_ns "$pid"); c1=$(cpu_ns "$wpid"); read -r i1 t1 s1 <<< "$(idle_total)"
   wait "$wpid"
   m1=$(curl -s "$url/metrics")
@@ -88,5 +96,12 @@ print(f"machine_idle_pct {(i1 - i0) / (t1 - t0) * 100:.0f} %")
 print(f"machine_steal_pct {(s1 - s0) / (t1 - t0) * 100:.1f} %")
 print(f"weftd_cpu_us_per_req {(w1 - w0) / 1e3 / (rps * secs):.2f} us")
 EOF
+  # Hardware counters per request over the same 3 s (if perf may read them): unlike
+  # CPU time, they hardly move between the machine's fast and slow phases.
+  awk -F, -v n="$(awk -v r="$rps" 'BEGIN { print r * 3 }')" '
+    $3 ~ /^(instructions|cache-misses):[uk]$/ && $1 ~ /^[0-9]+$/ {
+      split($3, e, ":")
+      printf "weftd_%s_%s_per_req %.0f count\n", e[2] == "u" ? "user" : "kernel", e[1] == "instructions" ? "instructions" : "cache_misses", $1 / n
+    }' "$out/perf"
   echo "floor_sleep10_rps $(floor_rps "$secs") req/s"
 done

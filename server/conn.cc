@@ -21,9 +21,10 @@
 // when it fires it cancels the request's context and, if the handler has written
 // nothing, a helper goroutine answers 503 at once and the handler's later writes fail.
 // A client that hangs up (the poller's hang-up watch) cancels the context too. Neither
-// timer is taken out of the heap when a request ends: a cleared socket deadline and a
-// finished request's deadline fire, if ever, as stale no-ops (sequence numbers), and
-// the next request only re-dates them, which costs no heap operation.
+// timer is taken out of the heap when a request ends. A cleared socket deadline fires,
+// if ever, as a stale no-op (sequence numbers), and the next request only re-dates it,
+// which costs no heap operation. The handler's timer is not even re-dated: a firing
+// before the running handler's deadline re-arms it for that (see deadline_timer).
 //
 // Idle connections. A keep-alive connection that has waited 50 ms for its next request
 // is shed: its goroutine ends and its read buffer goes back to the pool, leaving the
@@ -272,13 +273,25 @@ struct conn_loop {
   uint64_t body_limit = 0;           // this request's body limit
 
   request_state* st = nullptr;       // while a handler runs
-  // The handler deadline's timer. Armed with the request's number and left armed after
-  // the request ends: the next request re-dates it (a pending timer moved later costs
-  // no heap operation), and a firing for a request that is no longer the active one
-  // does nothing. cs->phase_mu orders that check against the end of the request.
+  // The handler deadline's timer, armed lazily: it stays armed after a request ends, and
+  // a request whose deadline is no earlier than the timer's leaves it alone (with one
+  // handler timeout for every request, that is all of them after the first). A firing
+  // compares the clock with the running handler's deadline: past it, the request times
+  // out; before it, the timer is re-armed for it; with no handler running, it stays
+  // disarmed until the next request. All of it under cs->phase_mu, which also orders a
+  // firing against the end of the request. So a request costs no timer operation.
   weft::detail::timer deadline_timer;
   uint64_t deadline_seq = 0;         // the latest request's number
   uint64_t active_deadline_seq = 0;  // cs->phase_mu: the running handler's, 0 if none
+  int64_t active_deadline_ns = 0;    // cs->phase_mu: the running handler's deadline
+  int64_t deadline_armed_ns = 0;     // cs->phase_mu: deadline_timer's `when`, 0: not armed
+  bool deadline_timer_dead = false;  // cs->phase_mu: the connection is closing: never re-arm
+  // Makes the timer fire no later than d (cs->phase_mu held).
+  void arm_deadline_locked(int64_t d) {
+    if (deadline_timer_dead || (deadline_armed_ns != 0 && deadline_armed_ns <= d)) return;
+    deadline_armed_ns = d;
+    weft::detail::timer_reset(&deadline_timer, d);
+  }
   wait_group helpers;                // on_deadline in progress, and the 503 writer it spawns
   weft::mutex write_mu;              // the handler and the 503 writer share the socket
 
@@ -586,7 +599,12 @@ void request::shorten_deadline(clock::time_point t) {
   int64_t d = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   if (d <= 0 || d >= st_->deadline_ns) return;
   st_->deadline_ns = d;
-  weft::detail::timer_reset(&st_->loop->deadline_timer, d, st_->loop->deadline_seq);
+  {
+    detail::conn_loop* l = st_->loop;
+    weft::detail::spin_guard g(l->cs->phase_mu);
+    l->active_deadline_ns = d;
+    l->arm_deadline_locked(d);
+  }
   weft::detail::spin_guard l(st_->ctx_mu);
   if (st_->ctx_made) {
     // Already handed out: derive an earlier child (the old one stays valid). `cancel`
@@ -608,7 +626,9 @@ bool request::extend_deadline(clock::time_point t) {
     if (st_->ctx_made) return false;  // a context's deadline cannot move later
     st_->deadline_ns = d;
   }
-  weft::detail::timer_reset(&st_->loop->deadline_timer, d, st_->loop->deadline_seq);
+  detail::conn_loop* l = st_->loop;
+  weft::detail::spin_guard g(l->cs->phase_mu);
+  l->active_deadline_ns = d;  // an earlier firing re-arms the timer for it
   return true;
 }
 
@@ -857,11 +877,16 @@ namespace {
 
 // The handler's deadline passed: the 503 (if nothing was written), then the context, so
 // that a handler woken by its context finds the response already taken.
-void on_deadline(weft::detail::timer*, void* arg, uintptr_t seq) {
+void on_deadline(weft::detail::timer*, void* arg, uintptr_t) {
   auto* l = static_cast<conn_loop*>(arg);
   {
     weft::detail::spin_guard g(l->cs->phase_mu);
-    if (l->active_deadline_seq != seq) return;  // stale: its request is over
+    l->deadline_armed_ns = 0;
+    if (l->active_deadline_seq == 0) return;  // no handler running: the next one re-arms
+    if (weft::detail::nanotime() < l->active_deadline_ns) {
+      l->arm_deadline_locked(l->active_deadline_ns);  // armed for an earlier request
+      return;
+    }
     l->helpers.add(1);  // the request's end (which clears the seq first) waits for us
   }
   bool answer = claim_for_timeout(l);
@@ -1048,8 +1073,9 @@ bool conn_loop::handle_request() {
     cs->cancel_current = &force_cancel;
     cs->cancel_arg = this;
     active_deadline_seq = seq;
+    active_deadline_ns = rs.deadline_ns;
+    arm_deadline_locked(rs.deadline_ns);
   }
-  weft::detail::timer_reset(&deadline_timer, rs.deadline_ns, seq);
   c.watch_hangup(&on_hangup, this);
   if (cs->force_close.load(std::memory_order_acquire)) rs.cancel_ctx(context_errc::canceled);
 
@@ -1268,6 +1294,10 @@ void conn_loop::finish(bool clean) {
     lingering_close();
   if (started) {  // else never armed (a connection accepted as shutdown began)
     weft::detail::timer_stop_sync(&idle_timer);
+    {
+      weft::detail::spin_guard g(cs->phase_mu);
+      deadline_timer_dead = true;  // a firing in progress must not re-arm it
+    }
     weft::detail::timer_stop_sync(&deadline_timer);  // armed past its request
   }
   server::impl* s = srv;
