@@ -8,6 +8,7 @@
 #include "runtime/context.h"
 
 #include <atomic>
+#include <cstdint>
 #include <string>
 #include <vector>
 

@@ -10,7 +10,8 @@
 // Writing. Responses go into a per-connection buffer. It is flushed when the handler
 // flushes, when a response is complete and no further pipelined request is already
 // buffered (so a batch of 16 pipelined requests costs one read and one write), before
-// any read (a buffered request may be incomplete), or when it grows past 64 KiB. A body up to 2 KiB written by a handler that does not flush gets
+// waiting for the rest of a buffered request that turned out to be incomplete, or when
+// it grows past 64 KiB. A body up to 2 KiB written by a handler that does not flush gets
 // a Content-Length; anything else is chunked (HTTP/1.1) or ends with the connection
 // (HTTP/1.0), as net/http does.
 //
@@ -470,14 +471,6 @@ clock::time_point after(std::chrono::nanoseconds d) { return clock::now() + d; }
 
 bool conn_loop::read_more() {
   if (rd_pending) set_read_deadline_now(pending_rd);
-  // Answers held back for a pipelined request that turned out to be incomplete go out
-  // before we wait for the rest of it: its client may be waiting for them first.
-  if (!wbuf.empty()) {
-    if (auto err = flush()) {
-      last_read_err = err;
-      return false;
-    }
-  }
   if (!rbuf) {
     rbuf_mem.acquire();
     rbuf = rbuf_mem.get();
@@ -524,8 +517,11 @@ int conn_loop::parse_head() {
         if (!cs->begin_request()) return 0;
         started = true;
         start_header_deadline();
-      } else if (!read_more()) {
-        return -1000;
+      } else {
+        // Answers held back for a pipelined request that turned out to be incomplete go
+        // out before we wait for the rest of it: its client may be waiting for them.
+        if (!wbuf.empty() && flush()) return -1000;
+        if (!read_more()) return -1000;
       }
     }
     if (!started) {  // a pipelined request, already (partly) buffered
