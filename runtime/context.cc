@@ -63,7 +63,7 @@ struct ctx_node {
   bool canceled = false;
   std::error_code err;
   std::error_code cause;
-  chan<std::monostate> done;              // created on first done() or at cancel
+  chan<std::monostate> done;              // created on first done(); unmade if cancelled first
   ctx_node* first_child = nullptr;        // strong references
   ctx_node* prev_sibling = nullptr;       // links in cancel_parent's list (its mu)
   ctx_node* next_sibling = nullptr;
@@ -192,10 +192,10 @@ bool cancel_one(ctx_node* n, std::error_code e, std::error_code why, std::vector
   n->canceled = true;
   n->err = e;
   n->cause = why ? why : e;
-  if (n->done)
-    n->done.close();
-  else
-    n->done = closed_chan();
+  // Nobody asked for done() yet: leave it unmade; done() hands out the shared closed
+  // channel from now on (taking a reference to it here would be an atomic on one cache
+  // line that every core cancelling a context writes).
+  if (n->done) n->done.close();
   while (ctx_sleeper* s = n->sleepers) {
     s->unlink_locked();
     s->wake(ctx_sleeper::kCanceled);
@@ -296,7 +296,10 @@ chan<std::monostate> context::done() const {
   ctx_node* n = detail::nearest_cancelable(n_);
   if (!n) return {};
   detail::lock_guard l(n->mu);
-  if (!n->done) n->done = chan<std::monostate>(0);
+  if (!n->done) {
+    if (n->canceled) return detail::closed_chan();
+    n->done = chan<std::monostate>(0);
+  }
   return n->done;
 }
 
