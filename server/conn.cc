@@ -10,8 +10,8 @@
 // Writing. Responses go into a per-connection buffer. It is flushed when the handler
 // flushes, when a response is complete and no further pipelined request is already
 // buffered (so a batch of 16 pipelined requests costs one read and one write), before
-// waiting for the rest of a buffered request that turned out to be incomplete, or when
-// it grows past 64 KiB. A body up to 2 KiB written by a handler that does not flush gets
+// any read from the socket (the buffered bytes may have been an incomplete request or a
+// body the handler left unread), or when it grows past 64 KiB. A body up to 2 KiB written by a handler that does not flush gets
 // a Content-Length; anything else is chunked (HTTP/1.1) or ends with the connection
 // (HTTP/1.0), as net/http does.
 //
@@ -277,17 +277,21 @@ struct conn_loop {
   // The handler deadline's timer, armed lazily: it stays armed after a request ends, and
   // a request whose deadline is no earlier than the timer's leaves it alone (with one
   // handler timeout for every request, that is all of them after the first). A firing
-  // compares the clock with the running handler's deadline: past it, the request times
-  // out; before it, the timer is re-armed for it; with no handler running, it stays
-  // disarmed until the next request. All of it under cs->phase_mu, which also orders a
-  // firing against the end of the request. So a request costs no timer operation.
+  // compares the clock with the latest handler's deadline: before it, the timer is
+  // re-armed for it; past it, that request times out if it is still the running one
+  // (checked under cs->phase_mu, which orders a firing against the end of the request),
+  // and otherwise the timer stays disarmed until the next request. So a request costs
+  // no timer operation. The timer's state is under deadline_mu, a futex lock, as it is
+  // held across timer calls (phase_mu is a spin lock).
   weft::detail::timer deadline_timer;
   uint64_t deadline_seq = 0;         // the latest request's number
   uint64_t active_deadline_seq = 0;  // cs->phase_mu: the running handler's, 0 if none
-  int64_t active_deadline_ns = 0;    // cs->phase_mu: the running handler's deadline
-  int64_t deadline_armed_ns = 0;     // cs->phase_mu: deadline_timer's `when`, 0: not armed
-  bool deadline_timer_dead = false;  // cs->phase_mu: the connection is closing: never re-arm
-  // Makes the timer fire no later than d (cs->phase_mu held).
+  weft::detail::lock deadline_mu;
+  uint64_t deadline_owner = 0;       // deadline_mu: the latest handler's number, 0 if none
+  int64_t active_deadline_ns = 0;    // deadline_mu: its deadline
+  int64_t deadline_armed_ns = 0;     // deadline_mu: deadline_timer's `when`, 0: not armed
+  bool deadline_timer_dead = false;  // deadline_mu: the connection is closing: never re-arm
+  // Makes the timer fire no later than d (deadline_mu held).
   void arm_deadline_locked(int64_t d) {
     if (deadline_timer_dead || (deadline_armed_ns != 0 && deadline_armed_ns <= d)) return;
     deadline_armed_ns = d;
@@ -471,6 +475,15 @@ clock::time_point after(std::chrono::nanoseconds d) { return clock::now() + d; }
 
 bool conn_loop::read_more() {
   if (rd_pending) set_read_deadline_now(pending_rd);
+  // Whatever is held back goes out before we wait: an answer kept for a pipelined
+  // request that turned out to be incomplete, or for a body the handler left unread,
+  // which the client may be waiting for before it sends more.
+  if (!wbuf.empty()) {
+    if (auto err = flush()) {
+      last_read_err = err;
+      return false;
+    }
+  }
   if (!rbuf) {
     rbuf_mem.acquire();
     rbuf = rbuf_mem.get();
@@ -503,8 +516,8 @@ int conn_loop::parse_head() {
         auto idle = opts->idle_timeout.count() ? opts->idle_timeout : opts->read_header_timeout;
         bool may_shed = idle > kShedAfter;
         auto first = may_shed ? kShedAfter : idle;
-        if (first.count()) set_read_deadline_now(after(first));
-        else rd_pending = false;
+        // No idle timeout: clear whatever an earlier request left on the socket.
+        set_read_deadline_now(first.count() ? after(first) : clock::time_point{});
         if (!read_more()) {
           if (!may_shed || last_read_err != net::errc::timeout) return 0;
           switch (shed(idle - kShedAfter)) {
@@ -517,11 +530,8 @@ int conn_loop::parse_head() {
         if (!cs->begin_request()) return 0;
         started = true;
         start_header_deadline();
-      } else {
-        // Answers held back for a pipelined request that turned out to be incomplete go
-        // out before we wait for the rest of it: its client may be waiting for them.
-        if (!wbuf.empty() && flush()) return -1000;
-        if (!read_more()) return -1000;
+      } else if (!read_more()) {
+        return -1000;
       }
     }
     if (!started) {  // a pipelined request, already (partly) buffered
@@ -597,7 +607,7 @@ void request::shorten_deadline(clock::time_point t) {
   st_->deadline_ns = d;
   {
     detail::conn_loop* l = st_->loop;
-    weft::detail::spin_guard g(l->cs->phase_mu);
+    weft::detail::lock_guard g(l->deadline_mu);
     l->active_deadline_ns = d;
     l->arm_deadline_locked(d);
   }
@@ -623,7 +633,7 @@ bool request::extend_deadline(clock::time_point t) {
     st_->deadline_ns = d;
   }
   detail::conn_loop* l = st_->loop;
-  weft::detail::spin_guard g(l->cs->phase_mu);
+  weft::detail::lock_guard g(l->deadline_mu);
   l->active_deadline_ns = d;  // an earlier firing re-arms the timer for it
   return true;
 }
@@ -875,14 +885,20 @@ namespace {
 // that a handler woken by its context finds the response already taken.
 void on_deadline(weft::detail::timer*, void* arg, uintptr_t) {
   auto* l = static_cast<conn_loop*>(arg);
+  uint64_t owner;
   {
-    weft::detail::spin_guard g(l->cs->phase_mu);
+    weft::detail::lock_guard g(l->deadline_mu);
     l->deadline_armed_ns = 0;
-    if (l->active_deadline_seq == 0) return;  // no handler running: the next one re-arms
+    owner = l->deadline_owner;
+    if (owner == 0) return;  // no handler yet
     if (weft::detail::nanotime() < l->active_deadline_ns) {
       l->arm_deadline_locked(l->active_deadline_ns);  // armed for an earlier request
       return;
     }
+  }
+  {
+    weft::detail::spin_guard g(l->cs->phase_mu);
+    if (l->active_deadline_seq != owner) return;  // that request has ended meanwhile
     l->helpers.add(1);  // the request's end (which clears the seq first) waits for us
   }
   bool answer = claim_for_timeout(l);
@@ -1069,6 +1085,10 @@ bool conn_loop::handle_request() {
     cs->cancel_current = &force_cancel;
     cs->cancel_arg = this;
     active_deadline_seq = seq;
+  }
+  {
+    weft::detail::lock_guard g(deadline_mu);
+    deadline_owner = seq;
     active_deadline_ns = rs.deadline_ns;
     arm_deadline_locked(rs.deadline_ns);
   }
@@ -1291,7 +1311,7 @@ void conn_loop::finish(bool clean) {
   if (started) {  // else never armed (a connection accepted as shutdown began)
     weft::detail::timer_stop_sync(&idle_timer);
     {
-      weft::detail::spin_guard g(cs->phase_mu);
+      weft::detail::lock_guard g(deadline_mu);
       deadline_timer_dead = true;  // a firing in progress must not re-arm it
     }
     weft::detail::timer_stop_sync(&deadline_timer);  // armed past its request

@@ -377,6 +377,54 @@ TEST(Http, ReadsAfterAHandlerOutlastsTheIdleWaitUseTheRequestsOwnDeadlines) {
   }, o, routes);
 }
 
+// An answer held back while unread bytes sat in the buffer (here the body a handler
+// ignored) goes out before the server waits for the next request, and survives the
+// connection being shed 50 ms later.
+TEST(Http, AnAnswerToARequestWhoseBodyWasNotReadIsSentAtOnce) {
+  auto routes = [](serve_mux& mux) {
+    mux.handle("POST /ignore", [](response_writer& w, request&) { w.write("ignored"); });
+  };
+  with_server([](test_server& ts) {
+    raw_client c(ts.addr);
+    c.conn().set_read_deadline(std::chrono::steady_clock::now() + 2s);
+    for (int i = 0; i < 2; i++) {
+      c.send("POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+      auto r = c.read_response();
+      EXPECT_EQ(r.status, 200) << "round " << i;
+      EXPECT_EQ(r.body, "ignored");
+      weft::sleep_for(100ms);  // past the 50 ms after which an idle connection is shed
+    }
+    // The body in a second segment: read (and dropped) by the server after the answer.
+    c.send("POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhel");
+    auto r = c.read_response();
+    EXPECT_EQ(r.status, 200);
+    c.send("lo");
+    c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(c.read_response().body, "Hello, World!");
+  }, {}, routes);
+}
+
+// With no idle timeout, the wait for the next request has no deadline, whatever an
+// earlier request that needed a second read left on the socket.
+TEST(Http, WithoutAnIdleTimeoutAnEarlierRequestsReadDeadlineDoesNotEndTheWait) {
+  server_options o;
+  o.idle_timeout = 0s;
+  o.read_header_timeout = 0s;
+  o.read_timeout = 200ms;
+  with_server([](test_server& ts) {
+    raw_client c(ts.addr);
+    c.send("GET /hello HTTP/1.1\r\n");
+    weft::sleep_for(20ms);
+    c.send("Host: x\r\n\r\n");  // a second read: the 200 ms read deadline reaches the socket
+    EXPECT_EQ(c.read_response().status, 200);
+    weft::sleep_for(400ms);
+    c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto r = c.read_response();
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "Hello, World!");
+  }, o);
+}
+
 TEST(Http, IdleKeepAliveConnectionsAreClosedAfterTheIdleTimeout) {
   server_options o;
   o.idle_timeout = 150ms;
