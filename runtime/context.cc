@@ -140,9 +140,8 @@ struct ctx_sleeper {
   timer t{&fire, this};
   ctx_node* n;
   int64_t when;
-  g* gp = nullptr;
+  g* gp = nullptr;                   // set by a commit that went through (parked)
   std::atomic<int> woken{kWaiting};  // who readied the goroutine
-  bool parked = false;               // the commit went through
   ctx_sleeper* prev = nullptr;       // in n->sleepers (n->mu)
   ctx_sleeper* next = nullptr;
   bool linked = false;
@@ -172,7 +171,6 @@ struct ctx_sleeper {
     lock_guard l(n->mu);
     if (n->canceled) return false;
     s->gp = gp;
-    s->parked = true;
     timer_add(&s->t, s->when);
     s->next = n->sleepers;
     if (s->next) s->next->prev = s;
@@ -351,7 +349,7 @@ std::error_code sleep_for(const context& ctx, std::chrono::nanoseconds d) {
   // In the block profile, as the select it replaces would be (time.Sleep is not).
   int64_t since = detail::block_profiling() ? now : 0;
   park(wait_reason::sleep, &detail::ctx_sleeper::commit, &s);
-  if (!s.parked) return ctx.err();  // cancelled before the commit
+  if (!s.gp) return ctx.err();  // cancelled before the commit
   {
     detail::lock_guard l(n->mu);
     s.unlink_locked();

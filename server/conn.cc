@@ -325,11 +325,7 @@ struct conn_loop {
     rd_pending = false;
     c.set_read_deadline(t);
   }
-  void start_header_deadline() {
-    auto hdr = opts->read_header_timeout;
-    if (opts->read_timeout.count() && (hdr.count() == 0 || opts->read_timeout < hdr)) hdr = opts->read_timeout;
-    defer_read_deadline(hdr.count() ? clock::now() + hdr : clock::time_point{});
-  }
+  void start_header_deadline();
   std::error_code last_read_err;
   int parse_head();                  // see below
   void simple_response(int status, std::string_view body, bool close);
@@ -469,6 +465,12 @@ int64_t now_ns() { return weft::detail::nanotime(); }
 clock::time_point after(std::chrono::nanoseconds d) { return clock::now() + d; }
 
 }  // namespace
+
+void conn_loop::start_header_deadline() {
+  auto hdr = opts->read_header_timeout;
+  if (opts->read_timeout.count() && (hdr.count() == 0 || opts->read_timeout < hdr)) hdr = opts->read_timeout;
+  defer_read_deadline(hdr.count() ? after(hdr) : clock::time_point{});
+}
 
 // ---------------------------------------------------------------------------------------
 // Reading.

@@ -48,6 +48,7 @@ struct timer {
   // re-sort: a reset that moves a pending deadline later only raises `when` (Go's
   // timerModifiedLater). key <= when while pending; a timer whose key comes due
   // while key != when is re-sorted by its deadline before it may fire (check_timers).
+  // The heap entry holds a copy for sifting; this one is read beside `when` on resets.
   int64_t key = 0;
   int64_t period = 0;   // > 0: re-armed every period (before f runs), as a ticker
   uintptr_t seq = 0;    // passed to f; set when armed (owner heap's lock)
