@@ -5,13 +5,15 @@
 // top 16 bits (user-space pointers on x86-64 and arm64 fit in 48). An eventfd, added with
 // data 0, breaks a blocked epoll_pwait2; wake_sig coalesces redundant wakes and only a
 // blocking poll consumes one. epoll_pwait2 takes a timespec, so timers are honoured to
-// the nanosecond rather than rounded to milliseconds.
+// the nanosecond rather than rounded to milliseconds. Where it is missing (kernels before
+// 5.11, seccomp sandboxes, valgrind) epoll_wait takes over, rounding timeouts up to ms.
 #if defined(__linux__)
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <mutex>
@@ -27,6 +29,7 @@ namespace {
 int g_epfd = -1;
 int g_evfd = -1;
 std::atomic<uint32_t> g_wake_sig{0};
+std::atomic<bool> g_no_pwait2{false};  // epoll_pwait2 said ENOSYS: epoll_wait instead
 std::once_flag g_init_once;
 
 constexpr int kTagShift = 48;
@@ -85,9 +88,16 @@ weft::detail::g* poller_poll(int64_t delay, int32_t* n) {
   }
   int k;
   for (;;) {
-    k = epoll_pwait2(g_epfd, events, 128, tsp, nullptr);
+    if (!g_no_pwait2.load(std::memory_order_relaxed)) {
+      k = epoll_pwait2(g_epfd, events, 128, tsp, nullptr);
+    } else {
+      // Milliseconds, rounded up: a timer is never run early, at worst 1 ms late.
+      int ms = delay < 0 ? -1 : static_cast<int>(std::min<int64_t>((delay + 999999) / 1000000, INT32_MAX));
+      k = epoll_wait(g_epfd, events, 128, ms);
+    }
     if (k >= 0) break;
     int e = errno;
+    if (e == ENOSYS && !g_no_pwait2.exchange(true)) continue;  // kernel before 5.11, valgrind
     if (e != EINTR) weft::detail::fatal("netpoll: epoll_pwait2 failed");
     if (delay > 0) return nullptr;  // let the caller recompute its timeout
   }

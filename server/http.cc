@@ -1,5 +1,7 @@
 // Small pieces of weft::http: header lists, status texts, URL decoding, the error
 // category.
+#include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "server/http.h"
@@ -7,9 +9,20 @@
 namespace weft::http {
 
 bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); i++) {
+  std::size_t n = a.size();
+  if (n != b.size()) return false;
+  // Eight bytes at a time while they match exactly (header names nearly always come in
+  // the same case as the name asked for); a differing word is folded byte by byte.
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x, y;
+    std::memcpy(&x, a.data() + i, 8);
+    std::memcpy(&y, b.data() + i, 8);
+    if (x != y) break;
+  }
+  for (; i < n; i++) {
     char x = a[i], y = b[i];
+    if (x == y) continue;
     if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
     if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
     if (x != y) return false;
@@ -118,20 +131,23 @@ const std::error_category& http_category() {
 // Percent-decoding; plus_is_space for query strings. False on a bad escape.
 bool url_decode(std::string_view in, std::string& out, bool plus_is_space) {
   out.clear();
-  out.reserve(in.size());
-  for (std::size_t i = 0; i < in.size(); i++) {
-    char c = in[i];
-    if (c == '%') {
-      if (i + 2 >= in.size()) return false;
-      int h = hexval(in[i + 1]), l = hexval(in[i + 2]);
-      if (h < 0 || l < 0) return false;
-      out.push_back(static_cast<char>(h * 16 + l));
-      i += 2;
-    } else if (c == '+' && plus_is_space) {
+  std::size_t i = 0;
+  while (i < in.size()) {
+    // A run with nothing to decode is copied whole (most paths and queries are one run).
+    std::size_t j = i;
+    while (j < in.size() && in[j] != '%' && !(plus_is_space && in[j] == '+')) j++;
+    out.append(in.data() + i, j - i);
+    if (j == in.size()) break;
+    if (in[j] == '+') {
       out.push_back(' ');
-    } else {
-      out.push_back(c);
+      i = j + 1;
+      continue;
     }
+    if (j + 2 >= in.size()) return false;
+    int h = hexval(in[j + 1]), l = hexval(in[j + 2]);
+    if (h < 0 || l < 0) return false;
+    out.push_back(static_cast<char>(h * 16 + l));
+    i = j + 3;
   }
   return true;
 }
@@ -143,7 +159,9 @@ std::string request::query(std::string_view key) const {
     auto amp = q.find('&');
     std::string_view pair = q.substr(0, amp);
     auto eq = pair.find('=');
-    if (url_decode(pair.substr(0, eq), k, true) && k == key) {
+    std::string_view raw_key = pair.substr(0, eq);
+    bool plain = raw_key.find_first_of("%+") == std::string_view::npos;  // decodes to itself
+    if (plain ? raw_key == key : url_decode(raw_key, k, true) && k == key) {
       if (eq == std::string_view::npos) return "";
       if (url_decode(pair.substr(eq + 1), v, true)) return v;
       return "";
