@@ -140,19 +140,16 @@ class head_builder {
   explicit head_builder(std::string& out) : out_(out) {}
   head_builder(const head_builder&) = delete;
   template <std::size_t N>
-  void lit(const char (&s)[N]) {
+  [[gnu::always_inline]] void lit(const char (&s)[N]) {
     put(s, N - 1);
   }
   void put(std::string_view s) { put(s.data(), s.size()); }
-  void put(const char* p, std::size_t n) {
-    if (n > kCap - len_) {
-      spill();
-      if (n > kCap) {
-        out_.append(p, n);
-        return;
-      }
+  [[gnu::always_inline]] void put(const char* p, std::size_t n) {
+    if (n > kCap - len_) [[unlikely]] {
+      put_slow(p, n);
+      return;
     }
-    std::memcpy(buf_ + len_, p, n);
+    std::memcpy(buf_ + len_, p, n);  // a constant n (lit) compiles to moves
     len_ += n;
   }
   void status(int code) {  // 100..999
@@ -179,6 +176,13 @@ class head_builder {
   void spill() {
     out_.append(buf_, len_);
     len_ = 0;
+  }
+  [[gnu::noinline]] void put_slow(const char* p, std::size_t n) {
+    spill();
+    if (n > kCap)
+      out_.append(p, n);
+    else
+      put(p, n);
   }
   static constexpr std::size_t kCap = 512;
   std::string& out_;
