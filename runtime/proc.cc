@@ -16,6 +16,9 @@
 //
 // Finding work (find_runnable), in Go's order, each step with its reason:
 //   1. run due timers of this P                  (timers readied goroutines)
+//   1b. a non-blocking poll of the network if nobody has polled for kBusyPollNs
+//                                                (a P whose queues never drain would
+//                                                 otherwise leave readiness to sysmon)
 //   2. every 61st schedule, one G from the global queue first
 //                                                (two Gs respawning each other could
 //                                                 otherwise keep the global queue waiting)
@@ -769,6 +772,32 @@ bool run_due_timers_elsewhere(p* pp, int64_t& now) {
   return any;
 }
 
+// Takes a non-empty list the poller returned: the rest go to the queues (inject_glist)
+// and the first is returned, runnable, for pp to run now.
+g* take_polled(m* mp, p* pp, g* list, int32_t n) {
+  g* gp = list;
+  inject_glist(list->sched_link, n - 1);
+  set_status(gp, gstatus::runnable);
+  note_runnable(gp);
+  trace_go_netpoll_ready(mp, pp, gp);
+  return gp;
+}
+
+// Step 1b: a non-blocking poll if goroutines wait on the network and nobody has polled
+// for kBusyPollNs (the CAS on lastpoll elects one M). Returns a goroutine to run or
+// null. now: 0 or the current nanotime.
+g* poll_if_stale(m* mp, p* pp, int64_t& now) {
+  if (!poller()->has_waiters()) return nullptr;
+  int64_t last = sched.lastpoll.load(std::memory_order_relaxed);
+  if (last == 0) return nullptr;  // an M is blocked in the poller
+  if (now == 0) now = nanotime();
+  if (now - last <= kBusyPollNs || !sched.lastpoll.compare_exchange_strong(last, now))
+    return nullptr;
+  int32_t n = 0;
+  g* list = poller()->poll(0, &n);
+  return list ? take_polled(mp, pp, list, n) : nullptr;
+}
+
 // Finds a runnable goroutine; blocks the M if there is none. Returns null when the
 // runtime is stopping. On return mp holds a P.
 g* find_runnable(m* mp, bool* inherit) {
@@ -780,6 +809,12 @@ top:
   // No timers on this P (the common case of a hand-off): skip the call.
   int64_t poll_until = pp->timers.first_when.load(std::memory_order_acquire) == 0 ? 0 : check_timers(pp, now, &ran);
 
+  // A busy P polls the network too, at most every kBusyPollNs across all Ps: while run
+  // queues never drain, step 5 never comes and readiness would wait for sysmon (10 ms).
+  if (g* gp = poll_if_stale(mp, pp, now)) {
+    *inherit = false;
+    return gp;
+  }
   // Fairness: every 61st schedule look at the global queue first.
   if (pp->schedtick.load(std::memory_order_relaxed) % 61 == 0 &&
       sched.runqsize.load(std::memory_order_relaxed) > 0) {
@@ -801,13 +836,8 @@ top:
   if (poller()->has_waiters() && sched.lastpoll.load(std::memory_order_relaxed) != 0) {
     int32_t n = 0;
     if (g* list = poller()->poll(0, &n)) {
-      g* gp = list;
-      inject_glist(list->sched_link, n - 1);
-      set_status(gp, gstatus::runnable);
-      note_runnable(gp);
-      trace_go_netpoll_ready(mp, pp, gp);
       *inherit = false;
-      return gp;
+      return take_polled(mp, pp, list, n);
     }
     // Poller callbacks (readable watches) may have started goroutines on our queue.
     if (!runq_empty(pp)) goto top;
@@ -887,13 +917,8 @@ top:
     } else {
       acquirep(mp, np);
       if (list) {
-        g* gp = list;
-        inject_glist(list->sched_link, n - 1);
-        set_status(gp, gstatus::runnable);
-        note_runnable(gp);
-        trace_go_netpoll_ready(mp, np, gp);
         *inherit = false;
-        return gp;
+        return take_polled(mp, np, list, n);
       }
       if (was_spinning) become_spinning(mp);
       goto top;

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <string>
@@ -17,6 +18,7 @@
 #include "netpoll/net.h"
 #include "netpoll/poller.h"
 #include "runtime/chan.h"
+#include "runtime/internal/poller.h"
 #include "runtime/timer.h"
 #include "runtime/mutex.h"
 #include <fcntl.h>
@@ -32,6 +34,8 @@ namespace {
 using namespace std::chrono_literals;
 using testing::run_checked;
 using testing::stress;
+
+int64_t now_ns() { return weft::detail::nanotime(); }
 
 time_point in(std::chrono::nanoseconds d) { return std::chrono::steady_clock::now() + d; }
 
@@ -325,6 +329,54 @@ TEST(Net, ReusedDescriptorIgnoresLateWakeupsOfItsPredecessor) {
     EXPECT_GT(reused, 0);
     srv.stop();
   }, {.max_procs = 2});
+}
+
+// On one P that never runs dry (a goroutine that only yields), the scheduler never
+// reaches its idle-time poll; a reader whose data arrives must still run within about
+// kBusyPollNs (find_runnable's step 1b), not when sysmon polls 10 ms after the last poll.
+TEST(Net, ReadinessReachesABusyP) {
+  run_net([] {
+    auto [ln, err] = listen("127.0.0.1:0");
+    ASSERT_FALSE(err);
+    auto [a, err2] = dial(ln.address(), 2s);
+    ASSERT_FALSE(err2);
+    auto [b, err3] = ln.accept();
+    ASSERT_FALSE(err3);
+    ln.close();
+    constexpr int rounds = 10;
+    std::atomic<int> woken{0};
+    std::atomic<int64_t> woke_at{0};
+    wait_group wg;
+    wg.add(1);
+    weft::go([&, b]() mutable {
+      char c;
+      for (int i = 0; i < rounds; i++) {
+        if (b.read(&c, 1).err) break;
+        woke_at = now_ns();
+        woken.fetch_add(1);
+      }
+      wg.done();
+    });
+    std::vector<double> waits_ms;
+    for (int i = 0; i < rounds; i++) {
+      // The seam: the reader is parked on the poller (nothing else is).
+      int64_t give_up = now_ns() + 2'000'000'000;
+      while (!weft::detail::poller()->has_waiters() && now_ns() < give_up) yield();
+      int64_t sent = now_ns();
+      ASSERT_FALSE(a.write("x").err);
+      while (woken.load() == i && now_ns() < give_up) yield();  // this P stays busy
+      ASSERT_EQ(woken.load(), i + 1) << "the reader did not wake in 2 s";
+      waits_ms.push_back((woke_at.load() - sent) / 1e6);
+    }
+    wg.wait();
+    std::sort(waits_ms.begin(), waits_ms.end());
+    std::printf("readiness to run on a busy P: median %.3f ms, max %.3f ms\n", waits_ms[rounds / 2],
+                waits_ms.back());
+    // Without step 1b each round waits for sysmon's next poll, ~10 ms after the last.
+    EXPECT_LT(waits_ms[rounds / 2], 3.0);
+    a.close();
+    b.close();
+  }, {.max_procs = 1});
 }
 
 TEST(Net, HalfCloseLetsThePeerReadEofAndStillAnswer) {
