@@ -303,13 +303,13 @@ std::vector<std::string> serve_mux::patterns() const {
   return v;
 }
 
-void serve_mux::serve(response_writer& w, request& r) const {
+const serve_mux::route* serve_mux::route_for(response_writer& w, request& r) const {
   std::string_view path = r.path();
   if (path.empty() || path[0] != '/') {
     w.set_header("Connection", "close");
     w.write_header(400);
     w.write("400 Bad Request\n");
-    return;
+    return nullptr;
   }
   path_segments segs(path);
   if (!segs.clean() && r.method() != "CONNECT") {
@@ -319,7 +319,7 @@ void serve_mux::serve(response_writer& w, request& r) const {
       if (!r.raw_query().empty()) loc += "?" + std::string(r.raw_query());
       w.set_header("Location", loc);
       w.write_header(301);
-      return;
+      return nullptr;
     }
   }
   std::span<const std::string_view> parts = segs.parts();
@@ -348,7 +348,7 @@ void serve_mux::serve(response_writer& w, request& r) const {
       w.set_header("Allow", a);
       w.write_header(405);
       w.write("Method Not Allowed\n");
-      return;
+      return nullptr;
     }
     // "/a" with only "/a/" registered: redirect to the subtree.
     std::string with_slash = std::string(path) + "/";
@@ -363,16 +363,22 @@ void serve_mux::serve(response_writer& w, request& r) const {
         if (!r.raw_query().empty()) loc += "?" + std::string(r.raw_query());
         w.set_header("Location", loc);
         w.write_header(301);
-        return;
+        return nullptr;
       }
     }
     w.write_header(404);
     w.write("404 page not found\n");
-    return;
+    return nullptr;
   }
   std::vector<std::pair<std::string, std::string>> values;
   match_path(*best, parts, path, &values);
   for (auto& [k, v] : values) r.set_path_value(std::move(k), std::move(v));
+  return best;
+}
+
+void serve_mux::serve(response_writer& w, request& r) const {
+  const route* best = route_for(w, r);
+  if (!best) return;
   r.pattern_ = best->pattern;
   r.set_route_metrics(best->metrics.get());
   int64_t t = best->timeout_ns.load(std::memory_order_relaxed);

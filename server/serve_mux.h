@@ -73,6 +73,10 @@ class serve_mux {
     std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
   void index_routes();
+  // The route r matches, its path values set on r; or null once it has answered r
+  // itself (400, a redirect, 405, 404). Out of line: its frame (the path's segments,
+  // the Allow list) is gone before the handler runs on the goroutine's stack.
+  [[gnu::noinline]] const route* route_for(response_writer& w, request& r) const;
 
   std::vector<std::unique_ptr<route>> routes_;
   // Routing candidates by the request path's first segment: the routes whose first
