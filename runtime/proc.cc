@@ -783,16 +783,18 @@ g* take_polled(m* mp, p* pp, g* list, int32_t n) {
   return gp;
 }
 
-// Step 1b: a non-blocking poll if goroutines wait on the network and nobody has polled
-// for kBusyPollNs (the CAS on lastpoll elects one M). Returns a goroutine to run or
-// null. now: 0 or the current nanotime.
-g* poll_if_stale(m* mp, p* pp, int64_t& now) {
+// A non-blocking poll, if goroutines wait on the network, no M is blocked in the poller
+// and nobody has polled for more than min_gap ns: the CAS on lastpoll elects one M and
+// records the poll, so that step 1b and sysmon count every poll. Returns a goroutine to
+// run or null; *polled says whether this M polled. now: 0 or the current nanotime.
+g* poll_nonblocking(m* mp, p* pp, int64_t& now, int64_t min_gap, bool* polled) {
+  *polled = false;
   if (!poller()->has_waiters()) return nullptr;
   int64_t last = sched.lastpoll.load(std::memory_order_relaxed);
-  if (last == 0) return nullptr;  // an M is blocked in the poller
+  if (last == 0) return nullptr;
   if (now == 0) now = nanotime();
-  if (now - last <= kBusyPollNs || !sched.lastpoll.compare_exchange_strong(last, now))
-    return nullptr;
+  if (now - last <= min_gap || !sched.lastpoll.compare_exchange_strong(last, now)) return nullptr;
+  *polled = true;
   int32_t n = 0;
   g* list = poller()->poll(0, &n);
   return list ? take_polled(mp, pp, list, n) : nullptr;
@@ -811,7 +813,8 @@ top:
 
   // A busy P polls the network too, at most every kBusyPollNs across all Ps: while run
   // queues never drain, step 5 never comes and readiness would wait for sysmon (10 ms).
-  if (g* gp = poll_if_stale(mp, pp, now)) {
+  bool polled = false;
+  if (g* gp = poll_nonblocking(mp, pp, now, kBusyPollNs, &polled)) {
     *inherit = false;
     return gp;
   }
@@ -833,15 +836,12 @@ top:
     }
   }
   // Non-blocking poll: an optimization before stealing.
-  if (poller()->has_waiters() && sched.lastpoll.load(std::memory_order_relaxed) != 0) {
-    int32_t n = 0;
-    if (g* list = poller()->poll(0, &n)) {
-      *inherit = false;
-      return take_polled(mp, pp, list, n);
-    }
-    // Poller callbacks (readable watches) may have started goroutines on our queue.
-    if (!runq_empty(pp)) goto top;
+  if (g* gp = poll_nonblocking(mp, pp, now, 0, &polled)) {
+    *inherit = false;
+    return gp;
   }
+  // Poller callbacks (readable watches) may have started goroutines on our queue.
+  if (polled && !runq_empty(pp)) goto top;
   // Steal, unless enough Ms are already spinning (at most half the busy Ps).
   int32_t busy = sched.nprocs - sched.npidle.load(std::memory_order_relaxed);
   if (mp->spinning || 2 * sched.nmspinning.load(std::memory_order_relaxed) < busy) {
