@@ -29,9 +29,9 @@ inline constexpr uint32_t kHotHandoffRoundRefills = 8;
 // A P whose queues never drain still polls the network once this long has passed since
 // anyone last polled (find_runnable, step 1b). Under /sleep with 1,000 connections the
 // queues drained only every ~2 ms and readiness waited that long; polling every 50 us
-// keeps readiness prompt (sleep10_rps +4-8%) and costs at most 20,000 empty
-// epoll_waits a second, process-wide, when the network is idle (an empty one costs
-// ~110 ns on the benchmark machine: about 0.2% of a CPU).
+// keeps readiness prompt (sleep10_rps +7-11% in alternating runs) and costs at most
+// 20,000 empty epoll_waits a second, process-wide, when the network is idle (an empty
+// one costs ~110 ns on the benchmark machine: about 0.2% of a CPU).
 inline constexpr int64_t kBusyPollNs = 50'000;
 inline constexpr int64_t kForcePreemptNs = 10'000'000;  // Go's forcePreemptNS
 // Scheduling latency histogram: bucket k counts waits <= 1 us * 2^k (k < 24, up to

@@ -363,19 +363,20 @@ TEST(Net, ReadinessReachesABusyP) {
       int64_t give_up = now_ns() + 2'000'000'000;
       while (!weft::detail::poller()->has_waiters() && now_ns() < give_up) yield();
       int64_t sent = now_ns();
-      ASSERT_FALSE(a.write("x").err);
+      if (a.write("x").err) break;
       while (woken.load() == i && now_ns() < give_up) yield();  // this P stays busy
-      ASSERT_EQ(woken.load(), i + 1) << "the reader did not wake in 2 s";
+      if (woken.load() != i + 1) break;
       waits_ms.push_back((woke_at.load() - sent) / 1e6);
     }
+    a.close();  // a reader still waiting (a failed round) reads EOF and stops
     wg.wait();
+    b.close();
+    ASSERT_EQ(waits_ms.size(), std::size_t{rounds}) << "round " << waits_ms.size() << " failed or timed out";
     std::sort(waits_ms.begin(), waits_ms.end());
     std::printf("readiness to run on a busy P: median %.3f ms, max %.3f ms\n", waits_ms[rounds / 2],
                 waits_ms.back());
     // Without step 1b each round waits for sysmon's next poll, ~10 ms after the last.
     EXPECT_LT(waits_ms[rounds / 2], 3.0);
-    a.close();
-    b.close();
   }, {.max_procs = 1});
 }
 
