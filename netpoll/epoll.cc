@@ -98,7 +98,9 @@ weft::detail::g* poller_poll(int64_t delay, int32_t* n) {
     if (k >= 0) break;
     int e = errno;
     if (e == ENOSYS && !g_no_pwait2.exchange(true)) continue;  // kernel before 5.11, valgrind
-    if (e != EINTR) weft::detail::fatal("netpoll: epoll_pwait2 failed");
+    if (e != EINTR)
+      weft::detail::fatal(g_no_pwait2.load(std::memory_order_relaxed) ? "netpoll: epoll_wait failed"
+                                                                      : "netpoll: epoll_pwait2 failed");
     if (delay > 0) return nullptr;  // let the caller recompute its timeout
   }
   weft::detail::g* list = nullptr;

@@ -170,15 +170,15 @@ class head_builder {
     put(server);
     lit("\r\n");
   }
-  void done() { spill(); }
-
- private:
-  void spill() {
+  // Appends what is buffered to the output (the head's end; put_slow on overflow).
+  void done() {
     out_.append(buf_, len_);
     len_ = 0;
   }
+
+ private:
   [[gnu::noinline]] void put_slow(const char* p, std::size_t n) {
-    spill();
+    done();
     if (n > kCap)
       out_.append(p, n);
     else
