@@ -4,7 +4,7 @@
 # this splits C into what the server and the client take, and says how busy the
 # machine was, so that a low sleep10_rps can be told from a slow machine.
 #
-#   bench/sleep10_anatomy.sh [BUILD_DIR]     SECS=5 (wrk window), ROUNDS=1
+#   bench/sleep10_anatomy.sh [BUILD_DIR]     SECS=5 (wrk window), ROUNDS=1, PROCS=2 (weftd's Ps)
 #
 # Per round it prints `name value unit` lines:
 #   sleep10_rps          wrk's requests/sec
@@ -30,6 +30,7 @@ cd "$(dirname "$0")/.."
 build=${1:-build/release}
 secs=${SECS:-5}
 rounds=${ROUNDS:-1}
+procs=${PROCS:-2}
 . bench/common.sh
 weftd=$build/server/weftd
 [ -x "$weftd" ] || { echo "no $weftd: build first (make build)" >&2; exit 1; }
@@ -47,7 +48,7 @@ idle_total() {  # the machine's idle ticks, total ticks, and ticks stolen by the
 }
 
 for r in $(seq 1 "$rounds"); do
-  "$weftd" --listen 127.0.0.1:18080 --max-procs 2 --access-log off --log-level warn &
+  "$weftd" --listen 127.0.0.1:18080 --max-procs "$procs" --access-log off --log-level warn &
   pid=$!
   wait_up "$url/healthz" || exit 1
   wrk -t1 -c50 -d1s "$url/hello" > /dev/null 2>&1  # warm up
