@@ -289,12 +289,21 @@ struct conn_loop {
 
   static constexpr std::size_t kReadBuf = buffer_pool::kBufBytes;
   pooled_buffer rbuf_mem;  // released while the connection sits idle
-  // The header vectors of the last request and response, emptied: the next ones fill
-  // them without allocating. Released with the buffers when the connection is shed.
+  // The header lists of the last request and response, their fields all spares now
+  // (http::headers): the next ones fill them without allocating. Released with the
+  // buffers when the connection is shed.
   std::vector<header_field> spare_req_fields, spare_resp_fields;
-  static void keep_fields(std::vector<header_field>& spare, std::vector<header_field>& used) {
-    used.clear();
-    if (used.capacity() <= 32) spare = std::move(used);  // not a huge one from a rare request
+  static constexpr std::size_t kSpareFields = 32, kSpareFieldBytes = 256;
+  static void keep_fields(std::vector<header_field>& spare, headers& used) {
+    std::vector<header_field>& f = used.f_;
+    used.n_ = 0;
+    if (f.capacity() > kSpareFields) return;  // not a huge list from a rare request
+    // Nor a huge cookie: a spare keeps at most kSpareFieldBytes of storage.
+    for (header_field& x : f) {
+      if (x.name.capacity() > kSpareFieldBytes) std::string().swap(x.name);
+      if (x.value.capacity() > kSpareFieldBytes) std::string().swap(x.value);
+    }
+    spare = std::move(f);
   }
   char* rbuf = nullptr;
   std::size_t rpos = 0, rlen = 0;
@@ -1054,7 +1063,7 @@ bool conn_loop::handle_request() {
   struct keep_resp_fields {
     conn_loop* l;
     response_writer& w;
-    ~keep_resp_fields() { keep_fields(l->spare_resp_fields, w.headers_.f_); }
+    ~keep_resp_fields() { keep_fields(l->spare_resp_fields, w.headers_); }
   } keep_resp{this, w};
   request_state rs;
   rs.loop = this;
@@ -1345,7 +1354,7 @@ conn_loop::run_result conn_loop::run() {
       break;
     }
     bool ok = handle_request();
-    keep_fields(spare_req_fields, r.headers_.f_);
+    keep_fields(spare_req_fields, r.headers_);
     if (!ok) {
       clean = false;
       break;

@@ -31,32 +31,40 @@ bool iequals(std::string_view a, std::string_view b) {
 }
 
 std::string_view headers::get(std::string_view name) const {
-  for (const auto& f : f_)
-    if (iequals(f.name, name)) return f.value;
+  for (std::size_t i = 0; i < n_; i++)
+    if (iequals(f_[i].name, name)) return f_[i].value;
   return {};
 }
 
 bool headers::has(std::string_view name) const {
-  for (const auto& f : f_)
-    if (iequals(f.name, name)) return true;
+  for (std::size_t i = 0; i < n_; i++)
+    if (iequals(f_[i].name, name)) return true;
   return false;
 }
 
 void headers::set(std::string_view name, std::string_view value) {
   del(name);
-  f_.push_back({std::string(name), std::string(value)});
+  add(name, value);
 }
 
-void headers::add(std::string_view name, std::string_view value) { f_.push_back({std::string(name), std::string(value)}); }
+void headers::add(std::string_view name, std::string_view value) {
+  if (n_ == f_.size()) {
+    f_.push_back({std::string(name), std::string(value)});
+  } else {
+    f_[n_].name.assign(name);
+    f_[n_].value.assign(value);
+  }
+  n_++;
+}
 
 void headers::del(std::string_view name) {
   std::size_t o = 0;
-  for (std::size_t i = 0; i < f_.size(); i++)
+  for (std::size_t i = 0; i < n_; i++)
     if (!iequals(f_[i].name, name)) {
-      if (o != i) f_[o] = std::move(f_[i]);
+      if (o != i) std::swap(f_[o], f_[i]);  // the removed field's storage becomes a spare
       o++;
     }
-  f_.resize(o);
+  n_ = o;
 }
 
 std::string_view status_text(int code) {

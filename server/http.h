@@ -31,6 +31,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -60,6 +61,12 @@ struct header_field {
 bool iequals(std::string_view a, std::string_view b);
 
 // Header lists keep insertion order; lookups are case-insensitive.
+//
+// The first n_ entries of f_ are the list; the ones after are spares whose strings keep
+// their capacity. add() assigns into a spare, and del() swaps removed fields past n_, so
+// a list handed from request to request (conn_loop) stops allocating once it has seen a
+// request's headers: values longer than the string's inline 15 bytes (a User-Agent, an
+// Accept, "application/json") cost an allocation each otherwise.
 namespace detail {
 struct conn_loop;
 }  // namespace detail
@@ -71,12 +78,13 @@ class headers {
   void set(std::string_view name, std::string_view value);  // replaces every value
   void add(std::string_view name, std::string_view value);
   void del(std::string_view name);
-  const std::vector<header_field>& fields() const { return f_; }
-  void clear() { f_.clear(); }
+  std::span<const header_field> fields() const { return {f_.data(), n_}; }
+  void clear() { n_ = 0; }
 
  private:
-  friend struct detail::conn_loop;  // hands one vector's capacity from request to request
+  friend struct detail::conn_loop;  // hands one list's storage from request to request
   std::vector<header_field> f_;
+  std::size_t n_ = 0;
 };
 
 std::string_view status_text(int code);

@@ -92,12 +92,19 @@ TEST(Http, ServesKeepAliveRequestsWithDateAndServerHeaders) {
 
 // A keep-alive connection hands its header storage from one request to the next: no
 // request sees an earlier one's headers, and no response carries an earlier one's.
+// Each request's value for X-In-<i>-<k>: longer than a string's inline bytes, and every
+// third one longer than what a connection keeps of a spare field (kSpareFieldBytes).
+std::string in_value(int i, int k) { return std::string(k % 3 == 0 ? 300 : 20 + k, static_cast<char>('a' + i)); }
+
 TEST(Http, HeadersDoNotCarryOverBetweenRequestsOnOneConnection) {
   with_server([](test_server& ts) {
     raw_client c(ts.addr);
-    for (int i = 0; i < 4; i++) {
+    // Growing and then shrinking header lists: the connection hands each request's
+    // fields to the next one as spares (http::headers), which must never show.
+    for (int i : {0, 1, 2, 3, 1, 0, 2}) {
       std::string extra;
-      for (int k = 0; k <= i * 10; k++) extra += "X-In-" + std::to_string(i) + "-" + std::to_string(k) + ": v\r\n";
+      for (int k = 0; k <= i * 10; k++)
+        extra += "X-In-" + std::to_string(i) + "-" + std::to_string(k) + ": " + in_value(i, k) + "\r\n";
       ASSERT_TRUE(c.send("GET /headers?i=" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n" + extra + "\r\n"));
       auto r = c.read_response();
       ASSERT_TRUE(r.complete);
@@ -106,17 +113,53 @@ TEST(Http, HeadersDoNotCarryOverBetweenRequestsOnOneConnection) {
       EXPECT_EQ(r.body, std::to_string(i * 10 + 1) + " of request " + std::to_string(i));
       for (int j = 0; j < 4; j++)
         EXPECT_EQ(r.headers.has("X-Out-" + std::to_string(j)), j == i) << "response " << i << ", header " << j;
+      EXPECT_EQ(r.headers.get("X-Long"), std::string(40, 'L'));
     }
   }, {}, [](serve_mux& m) {
     m.handle("GET /headers", [](response_writer& w, request& r) {
       std::string i = r.query("i");
       int mine = 0, others = 0;
-      for (const auto& f : r.headers().fields())
-        if (f.name.rfind("X-In-", 0) == 0) (f.name.rfind("X-In-" + i + "-", 0) == 0 ? mine : others)++;
+      for (const auto& f : r.headers().fields()) {
+        if (f.name.rfind("X-In-", 0) != 0) continue;
+        std::string prefix = "X-In-" + i + "-";
+        bool ok = f.name.rfind(prefix, 0) == 0 && f.value == in_value(std::stoi(i), std::stoi(f.name.substr(prefix.size())));
+        (ok ? mine : others)++;
+      }
+      w.set_header("X-Long", std::string(40, 'L'));
       w.set_header("X-Out-" + i, "1");
       w.write(others ? "stale headers" : std::to_string(mine) + " of request " + i);
     });
   });
+}
+
+TEST(Http, HeaderListsKeepOrderThroughSetDelAndAdd) {
+  headers h;
+  h.add("A", std::string(30, 'a'));
+  h.add("B", "b1");
+  h.add("b", "b2");
+  h.add("C", std::string(30, 'c'));
+  h.set("B", "b3");  // both B's go; the new one comes last
+  ASSERT_EQ(h.fields().size(), 3u);
+  EXPECT_EQ(h.fields()[0].name, "A");
+  EXPECT_EQ(h.fields()[1].name, "C");
+  EXPECT_EQ(h.fields()[1].value, std::string(30, 'c'));
+  EXPECT_EQ(h.fields()[2].value, "b3");
+  h.del("a");
+  ASSERT_EQ(h.fields().size(), 2u);
+  EXPECT_EQ(h.get("c"), std::string(30, 'c'));
+  EXPECT_FALSE(h.has("A"));
+  h.clear();
+  EXPECT_TRUE(h.fields().empty());
+  EXPECT_EQ(h.get("C"), "");
+  // Adding after clear reuses the spares' storage; nothing old shows through.
+  h.add("D", "d");
+  ASSERT_EQ(h.fields().size(), 1u);
+  EXPECT_EQ(h.fields()[0].name, "D");
+  EXPECT_EQ(h.fields()[0].value, "d");
+  EXPECT_FALSE(h.has("C"));
+  headers copy = h;
+  EXPECT_EQ(copy.fields().size(), 1u);
+  EXPECT_EQ(copy.get("D"), "d");
 }
 
 TEST(Http, Http10ClosesUnlessKeepAliveIsAsked) {
