@@ -73,6 +73,21 @@ struct conn_loop;
 
 class headers {
  public:
+  headers() = default;
+  // A copy takes the live fields only; a moved-from list is empty.
+  headers(const headers& o) : f_(o.f_.begin(), o.f_.begin() + static_cast<std::ptrdiff_t>(o.n_)), n_(o.n_) {}
+  headers(headers&& o) noexcept : f_(std::move(o.f_)), n_(std::exchange(o.n_, 0)) {}
+  headers& operator=(const headers& o) {
+    if (this != &o) *this = headers(o);
+    return *this;
+  }
+  headers& operator=(headers&& o) noexcept {
+    f_ = std::move(o.f_);
+    o.f_.clear();
+    n_ = std::exchange(o.n_, 0);
+    return *this;
+  }
+
   std::string_view get(std::string_view name) const;  // first value, "" if absent
   bool has(std::string_view name) const;
   void set(std::string_view name, std::string_view value);  // replaces every value

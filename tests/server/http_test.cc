@@ -160,6 +160,12 @@ TEST(Http, HeaderListsKeepOrderThroughSetDelAndAdd) {
   headers copy = h;
   EXPECT_EQ(copy.fields().size(), 1u);
   EXPECT_EQ(copy.get("D"), "d");
+  headers moved = std::move(copy);
+  EXPECT_EQ(moved.get("D"), "d");
+  EXPECT_TRUE(copy.fields().empty());  // NOLINT(bugprone-use-after-move): a moved-from list is empty
+  EXPECT_EQ(copy.get("D"), "");
+  copy = moved;
+  EXPECT_EQ(copy.get("D"), "d");
 }
 
 TEST(Http, Http10ClosesUnlessKeepAliveIsAsked) {
