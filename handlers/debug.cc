@@ -478,6 +478,8 @@ std::string debug_endpoints::vars_json() const {
       {"threads_in_blocking_calls", st.blocking_threads},
       {"procs", st.procs},
       {"procs_idle", st.idle_procs},
+      {"procs_active_limit", st.active_procs_limit},
+      {"procs_limit_lowered", st.procs_limit_lowered},
       {"context_switches", st.context_switches},
       {"cpu_profile_running", cpu_profile_running()},
       {"trace_running", trace_running()},
@@ -531,6 +533,11 @@ std::string debug_endpoints::metrics_text() const {
   line("weft_threads", "state=\"blocking\"", num(st.blocking_threads));
   head("weft_procs", "gauge", "Processors (Ps): the goroutine parallelism.");
   line("weft_procs", "", num(st.procs));
+  head("weft_procs_active_limit", "gauge",
+       "Ps that may run at once: weft_procs, or fewer while the machine has no CPU to spare (adaptive).");
+  line("weft_procs_active_limit", "", num(st.active_procs_limit));
+  head("weft_procs_limit_lowered_total", "counter", "Times the runtime lowered weft_procs_active_limit.");
+  line("weft_procs_limit_lowered_total", "", num(static_cast<int64_t>(st.procs_limit_lowered)));
   head("weft_run_queue_length", "gauge", "Runnable goroutines waiting in a run queue.");
   line("weft_run_queue_length", "queue=\"global\"", num(st.global_runq));
   for (std::size_t i = 0; i < st.local_runq.size(); i++)

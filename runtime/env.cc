@@ -144,4 +144,16 @@ int env_schedtrace_ms() {
   return 0;
 }
 
+bool env_adaptive_procs() {
+  if (const char* s = std::getenv("WEFTDEBUG"))
+    if (auto v = parse_debug_var(s, "adaptprocs")) return *v != 0;
+  return true;
+}
+
+int env_active_procs() {
+  if (const char* s = std::getenv("WEFTDEBUG"))
+    if (auto v = parse_debug_var(s, "activeprocs"); v && *v > 0) return *v;
+  return 0;
+}
+
 }  // namespace weft::detail

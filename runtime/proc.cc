@@ -55,6 +55,7 @@
 // Lock order: allg_lock -> sched.mu; the G cache's lock is a leaf; a timer's mu -> its
 // P heap's mu.
 // No runtime lock is held across a context switch or a call into user code.
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -175,6 +176,7 @@ void pidleput_locked(p* pp) {
   pp->link = sched.pidle;
   sched.pidle = pp;
   sched.npidle.fetch_add(1, std::memory_order_seq_cst);
+  sched.nidle_events.fetch_add(1, std::memory_order_relaxed);
 }
 
 p* pidleget_locked() {
@@ -192,9 +194,13 @@ p* pidleget_locked() {
   return pp;
 }
 
-p* pidleget() {
+// An idle P, if the adaptive limit lets one more run (adapt.h). Checked under
+// sched.mu, where every P is taken, so that the limit is never exceeded.
+p* pidleget_limited_locked() { return may_start_p() ? pidleget_locked() : nullptr; }
+
+p* pidleget_limited() {
   lock_guard l(sched.mu);
-  return pidleget_locked();
+  return pidleget_limited_locked();
 }
 
 void checkdead_locked();
@@ -650,9 +656,9 @@ void run_blocking(m* mp, g* gp, switch_req* r) {
     pp->syscalltick.fetch_add(1, std::memory_order_relaxed);
     return;  // curg still gp: execute() resumes it
   }
-  // sysmon handed our P to someone else. Any idle P will do.
+  // sysmon handed our P to someone else. Any idle P will do, within the limit.
   mp->pp = nullptr;
-  if (p* np = pidleget()) {
+  if (p* np = pidleget_limited()) {
     acquirep(mp, np);
     return;
   }
@@ -810,6 +816,10 @@ top:
   bool ran = false;
   // No timers on this P (the common case of a hand-off): skip the call.
   int64_t poll_until = pp->timers.first_when.load(std::memory_order_acquire) == 0 ? 0 : check_timers(pp, now, &ran);
+  // While fewer Ps may run than exist (adapt.h), no M comes for an idle P's timers:
+  // run the due ones here, before they are late.
+  if (sched.maxactive.load(std::memory_order_relaxed) < sched.nprocs) [[unlikely]]
+    run_due_timers_elsewhere(pp, now);
 
   // A busy P polls the network too, at most every kBusyPollNs across all Ps: while run
   // queues never drain, step 5 never comes and readiness would wait for sysmon (10 ms).
@@ -881,7 +891,7 @@ top:
     bool work = sched.runqsize.load(std::memory_order_seq_cst) != 0;
     for (int32_t i = 0; i < sched.nprocs && !work; i++) work = !runq_empty(&sched.allp[i]);
     if (work) {
-      if (p* np = pidleget()) {
+      if (p* np = pidleget_limited()) {
         acquirep(mp, np);
         become_spinning(mp);
         goto top;
@@ -909,8 +919,10 @@ top:
     sched.lastpoll.store(now, std::memory_order_seq_cst);
     p* np;
     {
+      // Beyond the adaptive limit the list goes to the global queue, where the running
+      // Ps find it (inject_glist starts an M if they have all gone idle meanwhile).
       lock_guard l(sched.mu);
-      np = sched.stopping.load(std::memory_order_relaxed) ? nullptr : pidleget_locked();
+      np = sched.stopping.load(std::memory_order_relaxed) ? nullptr : pidleget_limited_locked();
     }
     if (!np) {
       inject_glist(list, n);
@@ -1016,7 +1028,7 @@ int64_t nanotime_coarse() {
 }
 
 void wakep() {
-  if (sched.npidle.load(std::memory_order_seq_cst) == 0) return;
+  if (sched.npidle.load(std::memory_order_seq_cst) == 0 || !may_start_p()) return;
   int32_t zero = 0;
   if (sched.nmspinning.load(std::memory_order_seq_cst) != 0 ||
       !sched.nmspinning.compare_exchange_strong(zero, 1, std::memory_order_seq_cst))
@@ -1024,7 +1036,7 @@ void wakep() {
   startm(nullptr, true);
 }
 
-void startm(p* pp, bool spinning) {
+void startm(p* pp, bool spinning, bool force) {
   m* nmp;
   {
     lock_guard l(sched.mu);
@@ -1037,7 +1049,7 @@ void startm(p* pp, bool spinning) {
       return;
     }
     if (!pp) {
-      pp = sched.stopping.load(std::memory_order_relaxed) ? nullptr : pidleget_locked();
+      if (!sched.stopping.load(std::memory_order_relaxed)) pp = force ? pidleget_locked() : pidleget_limited_locked();
       if (!pp) {
         if (spinning) sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst);
         return;
@@ -1119,7 +1131,7 @@ void inject_glist(g* head, int32_t n) {
   // later looks at the global queue first, under sched.mu.
   if (k > 0) {
     idle = sched.npidle.load(std::memory_order_seq_cst);
-    for (int32_t i = 0; i < k && i < idle; i++) startm(nullptr, false);
+    for (int32_t i = 0; i < k && i < idle && may_start_p(); i++) startm(nullptr, false);
   }
   while (head) {
     g* x = head;
@@ -1211,7 +1223,10 @@ void preempt_one(p* pp) {
     sched.in_flight.fetch_sub(1, std::memory_order_release);
     moved += static_cast<int32_t>(n);
   }
-  for (int32_t i = 0; i < moved && sched.npidle.load() > 0; i++) startm(nullptr, false);
+  // Not limited by maxactive (adapt.h): this is the guarantee that a hogged P's
+  // goroutines, and the global queue's, get a CPU within a slice.
+  for (int32_t i = 0; i < moved && sched.npidle.load() > 0; i++) startm(nullptr, false, true);
+  if (moved == 0 && sched.runqsize.load() > 0 && sched.npidle.load() > 0) startm(nullptr, false, true);
 }
 
 int32_t current_p_id() {
@@ -1356,6 +1371,18 @@ void run_main(g* gp, const options& opts) {
   if (getm()) throw_("run: called from a goroutine");
   int nprocs = opts.max_procs > 0 ? opts.max_procs : env_max_procs();
   sched.nprocs = nprocs;
+  // WEFTDEBUG=activeprocs=N pins the adaptive limit (adapt.h), for tests and
+  // experiments; adaptprocs=0 or options::adaptive_procs = false leave it at nprocs.
+  int pinned = env_active_procs();
+  sched.maxactive.store(pinned > 0 ? std::min(pinned, nprocs) : nprocs);
+  sched.adaptive = pinned == 0 && opts.adaptive_procs && env_adaptive_procs() && nprocs > 1;
+  // Opened now, before any user code runs, so that the descriptor is there from the
+  // start (a program that counts its descriptors sees no stranger appear later).
+  // Without it (a kernel without PSI) the limit stays at nprocs.
+  sched.psi_fd = sched.adaptive ? open("/proc/pressure/cpu", O_RDONLY | O_CLOEXEC) : -1;
+  if (sched.psi_fd < 0) sched.adaptive = false;
+  sched.nidle_events.store(0);
+  sched.nlimit_lowered.store(0);
   sched.allp = new p[nprocs];
   sched.stopping.store(false);
   sched.goidgen.store(2);
@@ -1435,6 +1462,8 @@ namespace {
 void run_teardown() {
   // sysmon first: it is the one thread that starts Ms without being asked to.
   sysmon_stop();
+  if (sched.psi_fd >= 0) close(sched.psi_fd);  // sysmon read it
+  sched.psi_fd = -1;
   // Wait for the other Ms. They leave their loops once they reach the scheduler; an M
   // inside a blocking call or a goroutine that never passes a check point delays this.
   // Loop until no new M appears (one may be starting as we look).

@@ -47,6 +47,10 @@ struct options {
   // Maximum number of OS threads (Go's debug.SetMaxThreads). 0: 10000. Exceeding it is
   // fatal, as in Go.
   int max_threads = 0;
+  // Let sysmon run fewer Ps at once while the machine has no CPU to spare and the Ps
+  // keep running out of work (runtime/internal/adapt.h). WEFTDEBUG=adaptprocs=0 turns
+  // it off too. max_procs() still reports every P.
+  bool adaptive_procs = true;
 };
 
 struct spawn_options {

@@ -42,6 +42,8 @@ struct sched_stats {
   int32_t blocking_threads = 0;  // Ms inside a blocking() call
   int32_t procs = 0;
   int32_t idle_procs = 0;
+  int32_t active_procs_limit = 0;   // Ps that may run at once (adaptive; procs if not lowered)
+  uint64_t procs_limit_lowered = 0; // times the runtime lowered that limit
   int32_t global_runq = 0;
   std::vector<int32_t> local_runq;  // per P: ring + runnext
   uint64_t goroutines_created = 0;

@@ -8,17 +8,24 @@
 //     asks a goroutine that has held its P for 10 ms to yield at its next check point,
 //     moving that P's other runnable goroutines to where they can run;
 //   - frees cached dead goroutines that went unused for a second (gcache.h);
+//   - every 50 ms, reads the machine's CPU pressure and sets how many Ps may run at once
+//     (runtime/internal/adapt.h);
 //   - prints the schedtrace line when WEFTDEBUG=schedtrace=N asks for it.
 // Cadence (Go's): sleep 20 us; after 1 ms without anything to do, double the sleep up to
 // 10 ms. Once it has backed off to 10 ms and every P is idle, it sleeps on a note until
 // a P is taken again (pidleget wakes it) or the nearest timer is due, so an idle process
 // costs no CPU.
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
+#include "runtime/internal/adapt.h"
 #include "runtime/internal/gcache.h"
 #include "runtime/internal/sched.h"
 #include "runtime/internal/trace.h"
@@ -35,7 +42,7 @@ int retake(int64_t now) {
     if (s == pstatus::running || s == pstatus::syscall) {
       // Has the P run the same G (or an inherited chain) for a whole slice?
       uint32_t t = pp->schedtick.load(std::memory_order_relaxed);
-      if (pp->sm_schedtick != t) {
+      if (pp->sm_schedtick != t || pp->sm_schedwhen == 0) {  // changed, or first sight
         pp->sm_schedtick = t;
         pp->sm_schedwhen = now;
       } else if (pp->sm_schedwhen + kForcePreemptNs <= now) {
@@ -54,8 +61,9 @@ int retake(int64_t now) {
       }
       // Leave the P alone if it has no work, other Ms can take new work, and the call
       // is young: handing off would only wake a thread for nothing.
-      if (runq_empty(pp) && sched.nmspinning.load() + sched.npidle.load() > 0 &&
-          pp->sm_syscallwhen + kForcePreemptNs > now)
+      // (An idle P counts only if the adaptive limit lets it run: adapt.h.)
+      bool others = sched.nmspinning.load() > 0 || (sched.npidle.load() > 0 && may_start_p());
+      if (runq_empty(pp) && others && pp->sm_syscallwhen + kForcePreemptNs > now)
         continue;
       pstatus expect = pstatus::syscall;
       if (pp->status.compare_exchange_strong(expect, pstatus::idle, std::memory_order_acq_rel)) {
@@ -68,6 +76,56 @@ int retake(int64_t now) {
     }
   }
   return n;
+}
+
+// ---------------------------------------------------------------------------------------
+// Adaptive parallelism, the sampling side (the policy is adapt_step, in adapt.h).
+
+// The machine's CPU pressure so far: the time in ns during which some runnable task
+// waited for a CPU (PSI's "some total", in us in /proc/pressure/cpu); -1 if unreadable.
+// The file is opened once per run() (run_main), before user code can count descriptors.
+int64_t read_cpu_pressure_ns() {
+  if (sched.psi_fd < 0) return -1;
+  char buf[256];
+  ssize_t n = pread(sched.psi_fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  // "some avg10=0.00 avg60=0.00 avg300=0.00 total=12345\n..."
+  const char* t = std::strstr(buf, "total=");
+  if (std::strncmp(buf, "some ", 5) != 0 || !t) return -1;
+  char* end = nullptr;
+  long long us = std::strtoll(t + 6, &end, 10);
+  return end == t + 6 ? -1 : static_cast<int64_t>(us) * 1000;
+}
+
+struct adapt_sampler {
+  adapt_state st;
+  int64_t window_start = 0;  // 0: start a window at the next tick
+  int64_t wait_start = 0;
+  uint64_t idle_start = 0;
+};
+
+void adapt_tick(adapt_sampler& a, int64_t now) {
+  if (!sched.adaptive || sched.nprocs < 2) return;
+  if (a.window_start != 0 && now - a.window_start < kAdaptWindowNs) return;
+  int64_t wait = read_cpu_pressure_ns();
+  if (wait < 0) return;
+  uint64_t idle = sched.nidle_events.load(std::memory_order_relaxed);
+  if (a.window_start != 0) {
+    adapt_sample x{now - a.window_start, wait - a.wait_start, idle - a.idle_start};
+    int32_t before = sched.maxactive.load(std::memory_order_relaxed);
+    a.st.limit = before;
+    int32_t after = adapt_step(a.st, sched.nprocs, x, now);
+    if (after != before) {
+      sched.maxactive.store(after, std::memory_order_seq_cst);
+      if (after < before) sched.nlimit_lowered.fetch_add(1, std::memory_order_relaxed);
+      // A P more may run: work already waiting gets it now, not at the next ready.
+      else if (sched.runqsize.load() > 0) wakep();
+    }
+  }
+  a.window_start = now;
+  a.wait_start = wait;
+  a.idle_start = idle;
 }
 
 void schedtrace(int64_t start, int64_t now) {
@@ -103,6 +161,7 @@ void* sysmon_main(void*) {
   int64_t last_trace = start;
   int idle = 0;
   int64_t delay_us = 0;
+  adapt_sampler adapt;
   while (!sched.stopping.load(std::memory_order_acquire)) {
     if (idle == 0)
       delay_us = 20;
@@ -143,6 +202,7 @@ void* sysmon_main(void*) {
         }
         idle = 0;
         delay_us = 20;
+        adapt.window_start = 0;  // the sleep is not a window
         now = nanotime();
         sched.coarse_now.store(now, std::memory_order_relaxed);
       }
@@ -159,9 +219,12 @@ void* sysmon_main(void*) {
         sched.in_flight.fetch_sub(1, std::memory_order_release);
       }
     }
-    // Timers that should already have run: their P may be hogged.
+    // Timers that should already have run: their P may be hogged. While fewer Ps may
+    // run than exist, the running ones run every P's timers (find_runnable), so only a
+    // timer late by a millisecond says they are hogged.
     int64_t next = timer_sleep_until();
-    if (next != 0 && next < now) startm(nullptr, false);
+    int64_t late = sched.maxactive.load(std::memory_order_relaxed) < sched.nprocs ? kAdaptTimerLateNs : 0;
+    if (next != 0 && next + late < now) startm(nullptr, false, true);
 
     gcache_scavenge(now);
 
@@ -174,6 +237,7 @@ void* sysmon_main(void*) {
       last_trace = now;
       schedtrace(start, now);
     }
+    adapt_tick(adapt, now);
   }
   return nullptr;
 }

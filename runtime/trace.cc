@@ -853,6 +853,8 @@ sched_stats read_sched_stats() {
     s.spinning_threads = sched.nmspinning.load(std::memory_order_relaxed);
     s.procs = sched.nprocs;
     s.idle_procs = sched.npidle.load(std::memory_order_relaxed);
+    s.active_procs_limit = sched.maxactive.load(std::memory_order_relaxed);
+    s.procs_limit_lowered = sched.nlimit_lowered.load(std::memory_order_relaxed);
     s.global_runq = sched.runqsize.load(std::memory_order_relaxed);
     s.goroutines = sched.foreign_gcount.load(std::memory_order_relaxed);
     s.goroutines_created = sched.foreign_created.load(std::memory_order_relaxed);

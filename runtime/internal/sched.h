@@ -130,6 +130,12 @@ struct sched_t {
   std::atomic<int32_t> npidle{0};
   std::atomic<int32_t> nmspinning{0};
   int32_t nprocs = 0;
+  // Ps that may run goroutines at once (adapt.h): nprocs unless sysmon lowered it.
+  std::atomic<int32_t> maxactive{0};
+  bool adaptive = true;                      // sysmon may lower maxactive
+  int psi_fd = -1;                           // /proc/pressure/cpu (sysmon reads it)
+  std::atomic<uint64_t> nidle_events{0};     // Ps that went idle (pidleput), ever
+  std::atomic<uint64_t> nlimit_lowered{0};   // times sysmon lowered maxactive (stats)
   p* allp = nullptr;
 
   // Poller coordination: lastpoll == 0 while an M is blocked in poll().
@@ -176,7 +182,8 @@ int64_t nanotime_coarse();
 // Scheduler entry points used across files.
 void ready_g(g* gp, bool next);
 void wakep();
-void startm(p* pp, bool spinning);
+// pp null: take an idle P, within the adaptive limit unless force (adapt.h).
+void startm(p* pp, bool spinning, bool force = false);
 void handoffp(p* pp);
 void inject_glist(g* head, int32_t n);
 void wake_net_poller(int64_t when);
@@ -185,6 +192,14 @@ uint32_t runq_grab(p* pp, std::atomic<g*>* batch, uint32_t batch_head, bool stea
                    bool* handoff = nullptr);
 void preempt_one(p* pp);
 int64_t timer_sleep_until();
+
+// True if one more P may start running (the adaptive limit, adapt.h). Reads npidle
+// afresh: callers that queued work first and then ask close the race with an M that
+// gives up its P meanwhile (it looks at the queues under sched.mu before it does).
+inline bool may_start_p() {
+  return sched.nprocs - sched.npidle.load(std::memory_order_seq_cst) <
+         sched.maxactive.load(std::memory_order_relaxed);
+}
 
 uintptr_t g_entry_address();  // bottom frame of every goroutine
 
@@ -224,5 +239,7 @@ void write_stderr(const char* s, std::size_t n);
 int env_max_procs();
 std::size_t env_stack_size();
 int env_schedtrace_ms();
+bool env_adaptive_procs();
+int env_active_procs();
 
 }  // namespace weft::detail
