@@ -15,7 +15,6 @@
 // 10 ms. Once it has backed off to 10 ms and every P is idle, it sleeps on a note until
 // a P is taken again (pidleget wakes it) or the nearest timer is due, so an idle process
 // costs no CPU.
-#include <fcntl.h>
 #include <pthread.h>
 #include <sys/prctl.h>
 #include <unistd.h>
