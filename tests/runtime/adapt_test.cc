@@ -246,7 +246,12 @@ TEST_F(PinnedToOneP, TheLimitIsReportedAndHolds) {
         wg.done();
       });
     wg.wait();
-    EXPECT_EQ(most.load(), 1);
+    // sysmon starts a P beyond the limit when the running P's thread has not scheduled
+    // for 10 ms (its progress guarantee). On a loaded machine that happens when the
+    // kernel keeps that thread off its CPU, and under the sanitizers this test runs long
+    // enough for it to happen (seen once under TSan with ctest -j2): check it only in
+    // the plain build, where the whole test takes about 2 ms.
+    if (!testing::kSanitized) EXPECT_EQ(most.load(), 1);
     EXPECT_EQ(read_sched_stats().active_procs_limit, 1);
   }, {.max_procs = 2});
 }
