@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -138,22 +139,19 @@ std::size_t env_stack_size() {
 #endif
 }
 
-int env_schedtrace_ms() {
-  if (const char* s = std::getenv("WEFTDEBUG"))
-    if (auto v = parse_debug_var(s, "schedtrace")) return *v;
-  return 0;
+namespace {
+
+std::optional<int> weftdebug(std::string_view key) {
+  const char* s = std::getenv("WEFTDEBUG");
+  return s ? parse_debug_var(s, key) : std::nullopt;
 }
 
-bool env_adaptive_procs() {
-  if (const char* s = std::getenv("WEFTDEBUG"))
-    if (auto v = parse_debug_var(s, "adaptprocs")) return *v != 0;
-  return true;
-}
+}  // namespace
 
-int env_active_procs() {
-  if (const char* s = std::getenv("WEFTDEBUG"))
-    if (auto v = parse_debug_var(s, "activeprocs"); v && *v > 0) return *v;
-  return 0;
-}
+int env_schedtrace_ms() { return weftdebug("schedtrace").value_or(0); }
+
+bool env_adaptive_procs() { return weftdebug("adaptprocs").value_or(1) != 0; }
+
+int env_active_procs() { return std::max(weftdebug("activeprocs").value_or(0), 0); }
 
 }  // namespace weft::detail

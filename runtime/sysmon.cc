@@ -105,7 +105,7 @@ struct adapt_sampler {
 };
 
 void adapt_tick(adapt_sampler& a, int64_t now) {
-  if (!sched.adaptive || sched.nprocs < 2) return;
+  if (!sched.adaptive) return;  // also false with one P (run_main)
   if (a.window_start != 0 && now - a.window_start < kAdaptWindowNs) return;
   int64_t wait = read_cpu_pressure_ns();
   if (wait < 0) return;

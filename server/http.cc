@@ -30,17 +30,18 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
-std::string_view headers::get(std::string_view name) const {
+const header_field* headers::find(std::string_view name) const {
   for (std::size_t i = 0; i < n_; i++)
-    if (iequals(f_[i].name, name)) return f_[i].value;
-  return {};
+    if (iequals(f_[i].name, name)) return &f_[i];
+  return nullptr;
 }
 
-bool headers::has(std::string_view name) const {
-  for (std::size_t i = 0; i < n_; i++)
-    if (iequals(f_[i].name, name)) return true;
-  return false;
+std::string_view headers::get(std::string_view name) const {
+  const header_field* f = find(name);
+  return f ? std::string_view(f->value) : std::string_view();
 }
+
+bool headers::has(std::string_view name) const { return find(name) != nullptr; }
 
 void headers::set(std::string_view name, std::string_view value) {
   del(name);

@@ -98,6 +98,7 @@ class headers {
 
  private:
   friend struct detail::conn_loop;  // hands one list's storage from request to request
+  const header_field* find(std::string_view name) const;  // first live match
   std::vector<header_field> f_;
   std::size_t n_ = 0;
 };

@@ -4,6 +4,8 @@
 //                          cgroup CPU quota, rounded up)
 //   WEFT_STACK_SIZE=N[k|m] default usable goroutine stack (default 64k; ASan 256k)
 //   WEFTDEBUG=schedtrace=MS[,...]   print a scheduler line every MS milliseconds
+//   WEFTDEBUG=adaptprocs=0          no adaptive limit on running Ps (adapt.h)
+//   WEFTDEBUG=activeprocs=N         pin that limit at N
 #pragma once
 
 #include <cstddef>

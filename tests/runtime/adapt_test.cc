@@ -303,8 +303,9 @@ TEST_F(LimitDropsUnderTimers, AnIdlePsTimersAreRunByTheRunningP) {
       int64_t late;
     };
     std::vector<result> results(kSleepers);
-    wait_group wg;
-    wg.add(kSleepers + kBusy);
+    wait_group busy, sleepers;
+    busy.add(kBusy);
+    sleepers.add(kSleepers);
     // Busy goroutines keep a P's run queue from draining, except while paused.
     for (int i = 0; i < kBusy; i++)
       go([&] {
@@ -317,7 +318,7 @@ TEST_F(LimitDropsUnderTimers, AnIdlePsTimersAreRunByTheRunningP) {
           for (int k = 0; k < 300; k++) x = x + k;
           yield();
         }
-        wg.done();
+        busy.done();
       });
     // Both Ps run: each sleeper arms a 40-60 ms timer on whichever P it runs on.
     for (int i = 0; i < kSleepers; i++)
@@ -331,21 +332,21 @@ TEST_F(LimitDropsUnderTimers, AnIdlePsTimersAreRunByTheRunningP) {
         sleep_for(d);
         results[i].late = detail::nanotime() - t0 - std::chrono::nanoseconds(d).count();
         results[i].woke = detail::current_p_id();
-        wg.done();
+        sleepers.done();
       });
     while (armed.load() < kSleepers) yield();
     // Drop the limit and let both Ps drain, then resume the busy goroutines: they all
     // land on main's P, the one that may run, and the other P stays idle with its timers.
     detail::sched.maxactive.store(1);
     pause = true;
-    while (paused.load() < kBusy) sleep_for(100us);
-    sleep_for(2ms);
+    while (paused.load() < kBusy) yield();
+    while (detail::sched.npidle.load() < 1) yield();  // the other P has drained
     int32_t active = detail::current_p_id();
     pause = false;
     for (int i = 0; i < kBusy; i++) resume.send(1);
-    sleep_for(80ms);  // every sleeper's timer is due by now
+    sleepers.wait();
     stop = true;
-    wg.wait();
+    busy.wait();
     std::vector<int64_t> idle_p;
     int other = 0, woke_active = 0;
     for (const result& r : results) {
