@@ -12,6 +12,8 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
+#include <string_view>
 
 #include "server/serve_mux.h"
 
@@ -21,5 +23,13 @@ void register_weftd_routes(http::serve_mux& mux, const std::atomic<bool>* ready)
 
 // The /cpu work, exposed for tests: n rounds of xorshift64 from seed n.
 uint64_t cpu_work(uint64_t n);
+
+// Writes s to out as a JSON string literal, quotes included, escaped as RFC 8259 asks
+// (quote, backslash and the control characters; other bytes pass through, as nlohmann's
+// dump() passes UTF-8). out must have room for json_string_max(s.size()) bytes. Returns
+// the end of what was written. /json serializes its message with this, into a buffer
+// on the stack, instead of building a DOM: that costs three allocations a request.
+constexpr size_t json_string_max(size_t n) { return 2 + 6 * n; }
+char* write_json_string(char* out, std::string_view s);
 
 }  // namespace weft::handlers
