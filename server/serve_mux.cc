@@ -276,6 +276,18 @@ void serve_mux::index_routes() {
   auto literal_first = [](const route& r) { return !r.segs.empty() && r.segs[0].kind == seg::literal; };
   by_first_.clear();
   any_first_.clear();
+  exact_.clear();
+  any_host_ = false;
+  for (const auto& r : routes_) {
+    any_host_ |= !r->host.empty();
+    std::string path;
+    bool exact = true;
+    for (const seg& s : r->segs) {
+      exact &= s.kind == seg::literal && s.text != "." && s.text != "..";
+      path += "/" + s.text;
+    }
+    if (exact && r->host.empty()) exact_[path].push_back(r.get());
+  }
   for (const auto& r : routes_)
     if (literal_first(*r)) by_first_.try_emplace(r->segs[0].text);
   for (const auto& r : routes_) {
@@ -310,6 +322,14 @@ const serve_mux::route* serve_mux::route_for(response_writer& w, request& r) con
     w.write_header(400);
     w.write("400 Bad Request\n");
     return nullptr;
+  }
+  if (!any_host_) {
+    if (auto it = exact_.find(path); it != exact_.end()) {
+      const route* best = nullptr;
+      for (const route* rt : it->second)
+        if (method_matches(rt->method, r.method()) && (!best || route_rel(*rt, *best) == rel::first_more)) best = rt;
+      if (best) return best;  // otherwise the full search, for 405's Allow list
+    }
   }
   path_segments segs(path);
   if (!segs.clean() && r.method() != "CONNECT") {

@@ -84,6 +84,13 @@ class serve_mux {
   // registration order. Most requests then look at one or two routes, not all of them.
   std::unordered_map<std::string, std::vector<const route*>, string_hash, std::equal_to<>> by_first_;
   std::vector<const route*> any_first_;
+  // Routes whose path is all literal segments and clean, and that name no host, by
+  // that path. A request for exactly such a path takes its route from here by one
+  // lookup: a literal path is more specific than any wildcard pattern that also matches
+  // it, and a pattern that beat it on method instead would have conflicted at handle().
+  // Not used while any route names a host (a host beats every path).
+  std::unordered_map<std::string, std::vector<const route*>, string_hash, std::equal_to<>> exact_;
+  bool any_host_ = false;
 };
 
 // Go's path.Clean for URL paths (keeps a trailing slash).

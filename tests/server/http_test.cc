@@ -993,6 +993,46 @@ TEST(ServeMux, RoutesWithAWildcardFirstSegmentMatchBesideLiteralOnes) {
   });
 }
 
+// A literal path is routed by one lookup (serve_mux::exact_); method precedence, the
+// fall-back to wildcard routes for other methods, 405, and host patterns still hold.
+TEST(ServeMux, LiteralPathsKeepMethodAndHostPrecedence) {
+  auto routes = [](bool with_host) {
+    return [with_host](serve_mux& m) {
+      auto say = [](std::string s) { return [s](response_writer& w, request&) { w.write(s); }; };
+      m.handle("GET /m", say("get"));
+      m.handle("HEAD /m", say("head"));
+      m.handle("/m", say("any"));
+      m.handle("GET /lit", say("lit"));
+      m.handle("/{x}", say("wild"));
+      m.handle("PUT /only/here", say("only"));
+      m.handle("GET /exact/{$}", say("exact"));
+      if (with_host) m.handle("example.com/{x}", say("host"));
+    };
+  };
+  auto send = [](test_server& ts, const std::string& method, const std::string& path, const std::string& host = "x") {
+    raw_client c(ts.addr);
+    c.send(method + " " + path + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n");
+    return c.read_response(method == "HEAD");
+  };
+  for (bool with_host : {false, true}) {
+    SCOPED_TRACE(with_host ? "with a host route" : "without host routes");
+    with_server([&](test_server& ts) {
+      EXPECT_EQ(send(ts, "GET", "/m").body, "get");
+      EXPECT_EQ(send(ts, "HEAD", "/m").headers.get("Content-Length"), "4");  // "head"
+      EXPECT_EQ(send(ts, "POST", "/m").body, "any");
+      EXPECT_EQ(send(ts, "GET", "/lit").body, "lit");
+      EXPECT_EQ(send(ts, "GET", "/l%69t").body, "lit");     // routed by the decoded path
+      EXPECT_EQ(send(ts, "POST", "/lit").body, "wild");     // not the literal's method
+      EXPECT_EQ(send(ts, "GET", "/exact/").body, "exact");
+      auto r = send(ts, "DELETE", "/only/here");
+      EXPECT_EQ(r.status, 405);
+      EXPECT_EQ(r.headers.get("Allow"), "PUT");
+      EXPECT_EQ(send(ts, "GET", "/lit", "example.com").body, with_host ? "host" : "lit");
+      EXPECT_EQ(send(ts, "GET", "/lit", "example.com:8080").body, with_host ? "host" : "lit");
+    }, {}, routes(with_host));
+  }
+}
+
 TEST(ServeMux, WrongMethodGets405WithAllowAndUncleanPathsRedirect) {
   with_server([](test_server& ts) {
     raw_client c(ts.addr);
