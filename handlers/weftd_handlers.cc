@@ -112,8 +112,11 @@ void register_weftd_routes(http::serve_mux& mux, const std::atomic<bool>* ready)
     // Go's select on time.After and ctx.Done(), without the two channels.
     if (weft::sleep_for(r.ctx(), std::chrono::milliseconds(ms)))
       return;  // deadline (the server answers 503) or the client went away
+    char out[32] = "slept ";
+    char* e = std::to_chars(out + 6, out + sizeof out - 3, ms).ptr;
+    e = std::copy_n("ms\n", 3, e);
     w.set_header("Content-Type", "text/plain");
-    w.write("slept " + std::to_string(ms) + "ms\n");
+    w.write(std::string_view(out, e - out));
   });
 
   mux.handle("GET /cpu", [](http::response_writer& w, http::request& r) {
