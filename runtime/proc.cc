@@ -436,10 +436,11 @@ struct handover {
 // timer or a socket finds its g and the top of its stack, where its suspended frames
 // are, out of the cache (a thousand connections' stacks do not fit a core's L2), and
 // would take those misses one at a time as it unwinds. Prefetched now, they overlap
-// the current goroutine's work. Only a hint: that goroutine may be stolen or run and
-// parked elsewhere meanwhile, so ctx is read without ordering (an aligned pointer), and
-// a prefetch of a stale address costs nothing (prefetches never fault). Not under TSan,
-// which would report that read.
+// the current goroutine's work. Only a hint: that goroutine may be stolen, run, even
+// freed meanwhile, so ctx is read without ordering (an aligned pointer). The read
+// cannot fault: a g lives at the top of its stack slot, and slots are never unmapped
+// (stack_put only drops their pages). A stale address costs nothing either: prefetches
+// never fault. Not under TSan, which would report that read.
 constexpr int kPrefetchStackBytes = 2048;  // sleep10's request goroutine: 2.7 KB deep at its sleep
 
 inline void prefetch_next(p* pp) {
