@@ -293,6 +293,9 @@ struct conn_loop {
   // (http::headers): the next ones fill them without allocating. Released with the
   // buffers when the connection is shed.
   std::vector<header_field> spare_req_fields, spare_resp_fields;
+  // The last response's held-back body (request_state::body), emptied: the next small
+  // body (json's 27 bytes are past std::string's inline 15) reuses its storage.
+  std::string spare_body;
   static constexpr std::size_t kSpareFields = 32, kSpareFieldBytes = 256;
   static void keep_fields(std::vector<header_field>& spare, headers& used) {
     std::vector<header_field>& f = used.f_;
@@ -1066,6 +1069,16 @@ bool conn_loop::handle_request() {
     ~keep_resp_fields() { keep_fields(l->spare_resp_fields, w.headers_); }
   } keep_resp{this, w};
   request_state rs;
+  rs.body.swap(spare_body);
+  struct keep_body {
+    std::string& spare;
+    std::string& body;
+    ~keep_body() {
+      if (body.capacity() > 2 * kBufferBeforeChunking) return;  // a rare big one goes
+      body.clear();
+      spare.swap(body);
+    }
+  } keep_b{spare_body, rs.body};
   rs.loop = this;
   rs.req = &r;
   rs.w = &w;
@@ -1289,6 +1302,7 @@ conn_loop::shed_result conn_loop::shed(std::chrono::nanoseconds idle_left) {
   std::string().swap(hval);
   std::vector<header_field>().swap(spare_req_fields);
   std::vector<header_field>().swap(spare_resp_fields);
+  std::string().swap(spare_body);
   cs->end_request();
   // The request slot belongs to this goroutine's run(): clear it before the loop can
   // change hands, and put it back if it does not.
