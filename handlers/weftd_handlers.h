@@ -28,7 +28,8 @@ uint64_t cpu_work(uint64_t n);
 // (quote, backslash and the control characters; other bytes pass through, as nlohmann's
 // dump() passes UTF-8). out must have room for json_string_max(s.size()) bytes. Returns
 // the end of what was written. /json serializes its message with this, into a buffer
-// on the stack, instead of building a DOM: that costs three allocations a request.
+// on the stack, instead of building an nlohmann object and dumping it (eight
+// allocations a request).
 constexpr size_t json_string_max(size_t n) { return 2 + 6 * n; }
 char* write_json_string(char* out, std::string_view s);
 
