@@ -1058,9 +1058,9 @@ int64_t nanotime_coarse() {
 }
 
 void wakep() {
-  // An idle P, and one the adaptive limit lets run (may_start_p, with one load).
+  // An idle P, and one the adaptive limit lets run (one load of npidle for both).
   int32_t idle = sched.npidle.load(std::memory_order_seq_cst);
-  if (idle == 0 || sched.nprocs - idle >= sched.maxactive.load(std::memory_order_relaxed)) return;
+  if (idle == 0 || !may_start_p(idle)) return;
   int32_t zero = 0;
   if (sched.nmspinning.load(std::memory_order_seq_cst) != 0 ||
       !sched.nmspinning.compare_exchange_strong(zero, 1, std::memory_order_seq_cst))

@@ -196,10 +196,11 @@ int64_t timer_sleep_until();
 // True if one more P may start running (the adaptive limit, adapt.h). Reads npidle
 // afresh: callers that queued work first and then ask close the race with an M that
 // gives up its P meanwhile (it looks at the queues under sched.mu before it does).
-inline bool may_start_p() {
-  return sched.nprocs - sched.npidle.load(std::memory_order_seq_cst) <
-         sched.maxactive.load(std::memory_order_relaxed);
+// The form with idle takes an npidle the caller has just read.
+inline bool may_start_p(int32_t idle) {
+  return sched.nprocs - idle < sched.maxactive.load(std::memory_order_relaxed);
 }
+inline bool may_start_p() { return may_start_p(sched.npidle.load(std::memory_order_seq_cst)); }
 
 uintptr_t g_entry_address();  // bottom frame of every goroutine
 
