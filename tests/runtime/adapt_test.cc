@@ -290,84 +290,124 @@ class LimitDropsUnderTimers : public PinnedToOneP {
   }
 };
 
+// One run of the scenario: sleepers arm timers while both Ps run, then the limit drops
+// to one and the busy goroutines pin the running P. Returns, for the timers armed on the
+// P that went idle and due after it did, how many of their goroutines woke up on the
+// running P and how late they were. Leaves the limit at one.
+struct idle_p_timers {
+  int on_idle = 0;     // timers armed on the P that went idle, due after it went idle
+  int on_active = 0;   // timers armed on the running P
+  int woke_active = 0; // idle-P sleepers that woke up on the running P
+  int64_t late_p90 = 0;
+};
+
+idle_p_timers run_idle_p_timers_scenario() {
+  constexpr int kSleepers = 200;
+  constexpr int kBusy = 4;
+  detail::sched.maxactive.store(2);
+  std::atomic<bool> pause{false}, stop{false};
+  std::atomic<int> armed{0}, paused{0};
+  chan<int> resume(0);
+  struct result {
+    int32_t p;     // where the timer was armed
+    int32_t woke;  // where the sleeper ran after it fired
+    int64_t due;
+    int64_t late;
+  };
+  std::vector<result> results(kSleepers);
+  wait_group busy, sleepers;
+  busy.add(kBusy);
+  sleepers.add(kSleepers);
+  // Busy goroutines keep a P's run queue from draining, except while paused.
+  for (int i = 0; i < kBusy; i++)
+    go([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        if (pause.load()) {
+          paused++;
+          resume.recv();
+        }
+        volatile int x = 0;
+        for (int k = 0; k < 300; k++) x = x + k;
+        yield();
+      }
+      busy.done();
+    });
+  // Both Ps run: each sleeper arms a 40-60 ms timer on whichever P it runs on.
+  for (int i = 0; i < kSleepers; i++)
+    go([&, i] {
+      auto d = std::chrono::microseconds(40'000 + (i * 97) % 20'000);
+      // Half of them try to arm on each P (yields let the Ps steal them around).
+      for (int k = 0; k < 1000 && detail::current_p_id() != i % 2; k++) yield();
+      results[i].p = detail::current_p_id();
+      armed++;
+      int64_t t0 = detail::nanotime();
+      results[i].due = t0 + std::chrono::nanoseconds(d).count();
+      sleep_for(d);
+      results[i].late = detail::nanotime() - t0 - std::chrono::nanoseconds(d).count();
+      results[i].woke = detail::current_p_id();
+      sleepers.done();
+    });
+  while (armed.load() < kSleepers) yield();
+  // Drop the limit and let both Ps drain, then resume the busy goroutines: they all
+  // land on main's P, the one that may run, and the other P stays idle with its timers.
+  detail::sched.maxactive.store(1);
+  pause = true;
+  while (paused.load() < kBusy) yield();
+  while (detail::sched.npidle.load() < 1) yield();  // the other P has drained
+  int64_t idle_since = detail::nanotime();
+  int32_t active = detail::current_p_id();
+  pause = false;
+  for (int i = 0; i < kBusy; i++) resume.send(1);
+  sleepers.wait();
+  stop = true;
+  busy.wait();
+  idle_p_timers out;
+  std::vector<int64_t> late;
+  for (const result& r : results) {
+    if (r.due <= idle_since) continue;  // fired, or was due, while both Ps could run
+    if (r.p != active) {
+      out.on_idle++;
+      late.push_back(r.late);
+      if (r.woke == active) out.woke_active++;
+    } else {
+      out.on_active++;
+    }
+  }
+  if (!late.empty()) {
+    std::sort(late.begin(), late.end());
+    out.late_p90 = late[late.size() * 9 / 10];
+  }
+  return out;
+}
+
 TEST_F(LimitDropsUnderTimers, AnIdlePsTimersAreRunByTheRunningP) {
   run_checked([] {
-    constexpr int kSleepers = 200;
-    constexpr int kBusy = 4;
-    std::atomic<bool> pause{false}, stop{false};
-    std::atomic<int> armed{0}, paused{0};
-    chan<int> resume(0);
-    struct result {
-      int32_t p;     // where the timer was armed
-      int32_t woke;  // where the sleeper ran after it fired
-      int64_t late;
-    };
-    std::vector<result> results(kSleepers);
-    wait_group busy, sleepers;
-    busy.add(kBusy);
-    sleepers.add(kSleepers);
-    // Busy goroutines keep a P's run queue from draining, except while paused.
-    for (int i = 0; i < kBusy; i++)
-      go([&] {
-        while (!stop.load(std::memory_order_relaxed)) {
-          if (pause.load()) {
-            paused++;
-            resume.recv();
-          }
-          volatile int x = 0;
-          for (int k = 0; k < 300; k++) x = x + k;
-          yield();
-        }
-        busy.done();
-      });
-    // Both Ps run: each sleeper arms a 40-60 ms timer on whichever P it runs on.
-    for (int i = 0; i < kSleepers; i++)
-      go([&, i] {
-        auto d = std::chrono::microseconds(40'000 + (i * 97) % 20'000);
-        // Half of them try to arm on each P (yields let the Ps steal them around).
-        for (int k = 0; k < 1000 && detail::current_p_id() != i % 2; k++) yield();
-        results[i].p = detail::current_p_id();
-        armed++;
-        int64_t t0 = detail::nanotime();
-        sleep_for(d);
-        results[i].late = detail::nanotime() - t0 - std::chrono::nanoseconds(d).count();
-        results[i].woke = detail::current_p_id();
-        sleepers.done();
-      });
-    while (armed.load() < kSleepers) yield();
-    // Drop the limit and let both Ps drain, then resume the busy goroutines: they all
-    // land on main's P, the one that may run, and the other P stays idle with its timers.
-    detail::sched.maxactive.store(1);
-    pause = true;
-    while (paused.load() < kBusy) yield();
-    while (detail::sched.npidle.load() < 1) yield();  // the other P has drained
-    int32_t active = detail::current_p_id();
-    pause = false;
-    for (int i = 0; i < kBusy; i++) resume.send(1);
-    sleepers.wait();
-    stop = true;
-    busy.wait();
-    std::vector<int64_t> idle_p;
-    int other = 0, woke_active = 0;
-    for (const result& r : results) {
-      if (r.p != active) {
-        idle_p.push_back(r.late);
-        if (r.woke == active) woke_active++;
-      } else {
-        other++;
-      }
+    // The scenario needs timers on the P that goes idle, due after it has gone idle. On
+    // a loaded machine the kernel can keep that P's thread off its CPU while the
+    // sleepers arm, and then they all arm on main's P (seen in CI, and in 3 of 40 runs
+    // here next to two CPU hogs); or the arming takes so long that the timers are due
+    // before the limit drops (1 in 80 runs). It can also keep the running P's thread
+    // off its CPU for the whole 20 ms in which the timers fall due, and then sysmon
+    // runs them all, as it should (2 in 150 runs next to two hogs). So a run that
+    // shows nothing is run again, up to five times. With find_runnable's step removed,
+    // every run shows nothing (0 woke on the running P in 8 of 8 runs), so the test
+    // still fails then.
+    idle_p_timers r;
+    int attempts = 0;
+    while (attempts < 5 && (r.on_idle == 0 || r.woke_active == 0)) {
+      r = run_idle_p_timers_scenario();
+      attempts++;
     }
-    ASSERT_FALSE(idle_p.empty()) << "every sleeper armed its timer on the P that kept running";
+    ASSERT_GT(r.on_idle, 0) << "in " << attempts << " attempts no sleeper armed a timer on the P that went idle, due after it had";
     // The running P ran the idle P's timers: their goroutines woke up on it. Without
     // that, sysmon starts an M for the idle P once a timer is a millisecond late, and
     // every such goroutine wakes up there (0 of them on the running P in 8 of 8 runs
     // with find_runnable's step disabled; 8-100% of them with it, on a loaded machine).
     // The share is not asserted higher: a loaded machine can keep the running P's
     // thread off its CPU for a millisecond, and then sysmon steps in, as it should.
-    std::sort(idle_p.begin(), idle_p.end());
-    EXPECT_GT(woke_active, 0) << "none of the " << idle_p.size() << " timers on the idle P (" << other
-                              << " on the running one) was run by the running P; 90th percentile lateness "
-                              << idle_p[idle_p.size() * 9 / 10] << " ns";
+    EXPECT_GT(r.woke_active, 0) << "none of the " << r.on_idle << " timers on the idle P (" << r.on_active
+                                << " on the running one) was run by the running P; 90th percentile lateness "
+                                << r.late_p90 << " ns";
   }, {.max_procs = 2});
 }
 
