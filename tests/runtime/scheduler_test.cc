@@ -371,7 +371,8 @@ TEST(Scheduler, IdleProcessUsesAboutZeroCpu) {
     std::printf("idle: %.2f ms CPU over %.2f s wall (%.3f%% of one core)\n", used * 1e3, wall,
                 100 * used / wall);
     // Which thread burned it (weft-m, weft-sysmon, or one of the sanitizer's own): seen
-    // once in CI under TSan (92% of a core), and not reproduced since in 275 runs.
+    // once in CI under TSan (92% of a core), and at 6-12% in 2 of 275 runs next to other
+    // TSan tests.
     std::string busiest;
     for (const auto& [name, ticks] : thread_ticks()) {
       long d = ticks - (threads_before.count(name) ? threads_before[name] : 0);
