@@ -406,7 +406,11 @@ TEST(SchedStats, LatencyHistogramCountsSampledWaitsCumulatively) {
     // Stamped with nanotime() (as before the counter is calibrated)...
     uint64_t mult = detail::g_tick_ns_mult.exchange(0);
     EXPECT_GE(sample_long_waits(), 1u);
-    detail::g_tick_ns_mult.store(mult);
+    // Put it back unless sysmon set it meanwhile: a calibration that finished during the
+    // sampling (a stalled host makes that take over 100 ms) would otherwise be undone by
+    // a 0 saved mid-calibration, and never redone (seen: 20 s waiting below).
+    uint64_t zero = 0;
+    detail::g_tick_ns_mult.compare_exchange_strong(zero, mult);
     // ...and with the calibrated time-stamp counter, where there is one.
     std::ifstream cs("/sys/devices/system/clocksource/clocksource0/current_clocksource");
     std::string source;
