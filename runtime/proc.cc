@@ -686,20 +686,28 @@ void run_blocking(m* mp, g* gp, switch_req* r) {
     pp->syscalltick.fetch_add(1, std::memory_order_relaxed);
     return;  // curg still gp: execute() resumes it
   }
-  // sysmon handed our P to someone else. Any idle P will do, within the limit.
+  // sysmon handed our P to someone else. Any idle P will do, within the limit. The
+  // look for one and the global queuing are one critical section (Go's exitsyscall0):
+  // apart, the last running M could give up its P in between, after finding the global
+  // queue empty, and every M would park with gp queued (checkdead reported a deadlock
+  // with gp runnable, under TSan in CI).
   mp->pp = nullptr;
-  if (p* np = pidleget_limited()) {
-    acquirep(mp, np);
-    return;
-  }
-  // No P: queue gp globally and park this thread.
-  gp->mp.store(nullptr, std::memory_order_relaxed);
-  mp->curg.store(nullptr, std::memory_order_relaxed);
-  set_status(gp, gstatus::runnable);
-  note_runnable(gp);
+  p* np;
   {
     lock_guard l(sched.mu);
-    globrunq_put_locked(gp);
+    np = pidleget_limited_locked();
+    if (!np) {
+      // No P: queue gp globally and park this thread.
+      gp->mp.store(nullptr, std::memory_order_relaxed);
+      mp->curg.store(nullptr, std::memory_order_relaxed);
+      set_status(gp, gstatus::runnable);
+      note_runnable(gp);
+      globrunq_put_locked(gp);
+    }
+  }
+  if (np) {
+    acquirep(mp, np);
+    return;
   }
   if (stopm(mp)) return;
   // Stopping: leave the loop with no P; the caller sees curg != gp.
