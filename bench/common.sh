@@ -30,6 +30,18 @@ floor_rps() {
   kill $pid; wait $pid 2> /dev/null
 }
 
+# runtime_rps SECS: the same for bench/sleep_runtime, the weft runtime with no HTTP layer
+# (a goroutine per connection that reads, sleeps and writes). Prints nothing if it did
+# not start.
+runtime_rps() {
+  "$build/bench/sleep_runtime" --port 18084 --procs 2 &
+  local pid=$!
+  if wait_up "http://127.0.0.1:18084/sleep?ms=0"; then
+    wrk -t1 -c1000 -d"$1s" "http://127.0.0.1:18084/sleep?ms=10" 2>&1 | awk '/Requests\/sec/ { print $2 }'
+  fi
+  kill $pid; wait $pid 2> /dev/null
+}
+
 # to_ms LATENCY: a wrk latency (1.23ms, 512.00us, 1.02s) in milliseconds.
 to_ms() {
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'

@@ -22,6 +22,9 @@
 #                        is installed and may read them (not a dependency of the build)
 #   floor_sleep10_rps    right after, the same wrk run against bench/sleep_floor (a
 #                        server that only waits): what the machine allows at that time
+#   runtime_sleep10_rps  then against bench/sleep_runtime (the weft runtime, no HTTP
+#                        layer): floor -> runtime is the runtime's price, runtime ->
+#                        sleep10_rps the HTTP layer's
 # cycle_ms - wrk_latency_ms is wrk's own time between a response and its next request;
 # wrk_latency_ms - server_ms is the kernel plus the server's wait before it starts a
 # request; server_ms - 10 is the timer's lateness plus scheduling inside the server.
@@ -105,4 +108,5 @@ EOF
       printf "weftd_%s_%s_per_req %.0f count\n", e[2] == "u" ? "user" : "kernel", e[1] == "instructions" ? "instructions" : "cache_misses", $1 / n
     }' "$out/perf"
   echo "floor_sleep10_rps $(floor_rps "$secs") req/s"
+  echo "runtime_sleep10_rps $(runtime_rps "$secs") req/s"
 done
