@@ -18,29 +18,26 @@ wait_up() {
   return 1
 }
 
-# floor_rps SECS: sleep10_rps (wrk -t1 -c1000, SECS seconds) of bench/sleep_floor, a
-# server that only waits: what wrk and loopback TCP allow that figure on this machine
-# right now. Prints nothing if the floor did not start.
-floor_rps() {
-  "$build/bench/sleep_floor" --port 18083 --threads 2 &
+# sleep10_of PORT SECS CMD...: starts CMD (a server on 127.0.0.1:PORT) and prints its
+# sleep10_rps (wrk -t1 -c1000, SECS seconds); prints nothing if it did not start.
+sleep10_of() {
+  local port=$1 secs=$2
+  shift 2
+  "$@" &
   local pid=$!
-  if wait_up "http://127.0.0.1:18083/sleep?ms=0"; then
-    wrk -t1 -c1000 -d"$1s" "http://127.0.0.1:18083/sleep?ms=10" 2>&1 | awk '/Requests\/sec/ { print $2 }'
+  if wait_up "http://127.0.0.1:$port/sleep?ms=0"; then
+    wrk -t1 -c1000 -d"${secs}s" "http://127.0.0.1:$port/sleep?ms=10" 2>&1 | awk '/Requests\/sec/ { print $2 }'
   fi
   kill $pid; wait $pid 2> /dev/null
 }
 
+# floor_rps SECS: sleep10_rps of bench/sleep_floor, a server that only waits: what wrk
+# and loopback TCP allow that figure on this machine right now.
+floor_rps() { sleep10_of 18083 "$1" "$build/bench/sleep_floor" --port 18083 --threads 2; }
+
 # runtime_rps SECS: the same for bench/sleep_runtime, the weft runtime with no HTTP layer
-# (a goroutine per connection that reads, sleeps and writes). Prints nothing if it did
-# not start.
-runtime_rps() {
-  "$build/bench/sleep_runtime" --port 18084 --procs 2 &
-  local pid=$!
-  if wait_up "http://127.0.0.1:18084/sleep?ms=0"; then
-    wrk -t1 -c1000 -d"$1s" "http://127.0.0.1:18084/sleep?ms=10" 2>&1 | awk '/Requests\/sec/ { print $2 }'
-  fi
-  kill $pid; wait $pid 2> /dev/null
-}
+# (a goroutine per connection that reads, sleeps and writes).
+runtime_rps() { sleep10_of 18084 "$1" "$build/bench/sleep_runtime" --port 18084 --procs 2; }
 
 # to_ms LATENCY: a wrk latency (1.23ms, 512.00us, 1.02s) in milliseconds.
 to_ms() {

@@ -4,11 +4,10 @@
 //
 // Prints "listening on ADDR" once it accepts connections (tests and bench/echo_bench
 // read that line to learn the port when given port 0). Exits on SIGTERM or SIGINT.
-#include <signal.h>
-
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "bench/stop_signals.h"
 #include "netpoll/net.h"
 #include "runtime/runtime.h"
 
@@ -21,11 +20,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   // Stop on SIGTERM/SIGINT: the main goroutine waits for a signal in blocking().
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  weft::bench::stop_signals stop;
 
   int rc = 0;
   weft::run([&] {
@@ -51,8 +46,7 @@ int main(int argc, char** argv) {
         });
       }
     });
-    int sig = 0;
-    weft::blocking([&] { sigwait(&set, &sig); });
+    stop.wait();
     ln.close();
   }, {.max_procs = max_procs});
   return rc;

@@ -14,8 +14,6 @@
 // connection (wrk without a pipelining script). Anything else is not its job.
 //
 //   sleep_runtime [--port N] [--procs N] [--delay-ms N]     (18084, 2, 10)
-#include <signal.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,45 +22,49 @@
 #include <string>
 #include <string_view>
 
+#include "bench/stop_signals.h"
 #include "netpoll/net.h"
 #include "runtime/context.h"
 #include "runtime/runtime.h"
 
 namespace {
 
-// As long as weftd's /sleep?ms=N answer, byte for byte; the Date is formatted once a
-// second (weftd caches it the same way).
-struct answer {
-  explicit answer(int ms) : delay_ms(ms) {}
-  int delay_ms;
+int g_delay_ms = 10;
+
+// weftd's /sleep?ms=N answer, byte for byte. As weftd does with its Date, each thread
+// formats it once a second and a request copies it out: the write may park and resume
+// on another thread, whose copy may change meanwhile.
+struct answer_cache {
   std::time_t second = -1;
   std::string text;
-
-  std::string_view get() {
-    timespec ts;
-    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-    if (ts.tv_sec != second) {
-      second = ts.tv_sec;
-      char date[64];
-      std::tm tm;
-      gmtime_r(&second, &tm);
-      std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-      std::string body = "slept " + std::to_string(delay_ms) + "ms\n";
-      text = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
-             "\r\nDate: " + date + "\r\nServer: weftd\r\n\r\n" + body;
-    }
-    return text;
-  }
 };
+thread_local answer_cache t_answer;
 
-void serve(weft::net::conn c, int delay_ms) {
-  answer a(delay_ms);
+void answer_into(std::string& out) {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  answer_cache& a = t_answer;
+  if (ts.tv_sec != a.second) {
+    a.second = ts.tv_sec;
+    char date[64];
+    std::tm tm;
+    gmtime_r(&a.second, &tm);
+    std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    std::string body = "slept " + std::to_string(g_delay_ms) + "ms\n";
+    a.text = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
+             "\r\nDate: " + date + "\r\nServer: weftd\r\n\r\n" + body;
+  }
+  out.assign(a.text);
+}
+
+void serve(weft::net::conn c) {
   auto buf = std::make_unique<char[]>(4096);
+  std::string out;
   for (;;) {
     auto [n, err] = c.read(buf.get(), 4096);
     if (err || n == 0) break;
-    if (weft::sleep_for(weft::background(), std::chrono::milliseconds(delay_ms))) break;
-    std::string_view out = a.get();
+    if (weft::sleep_for(weft::background(), std::chrono::milliseconds(g_delay_ms))) break;
+    answer_into(out);
     if (c.write(out.data(), out.size()).err) break;
   }
   c.close();
@@ -76,7 +78,7 @@ int usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int port = 18084, procs = 2, delay_ms = 10;
+  int port = 18084, procs = 2, delay_ms = g_delay_ms;
   if (argc % 2 == 0) return usage();
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string_view k = argv[i];
@@ -89,12 +91,9 @@ int main(int argc, char** argv) {
     else return usage();
   }
   if (port <= 0 || port > 65535 || procs <= 0 || delay_ms < 0) return usage();
+  g_delay_ms = delay_ms;
 
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  weft::bench::stop_signals stop;
 
   int rc = 0;
   weft::run([&] {
@@ -105,15 +104,14 @@ int main(int argc, char** argv) {
       rc = 1;
       return;
     }
-    weft::go([ln, delay_ms]() mutable {
+    weft::go([ln]() mutable {
       for (;;) {
         auto [c, err] = ln.accept();
         if (err) return;
-        weft::go([c, delay_ms]() mutable { serve(std::move(c), delay_ms); });
+        weft::go([c]() mutable { serve(std::move(c)); });
       }
     });
-    int sig = 0;
-    weft::blocking([&] { sigwait(&set, &sig); });
+    stop.wait();
     ln.close();
   }, {.max_procs = procs});
   return rc;
