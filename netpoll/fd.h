@@ -62,6 +62,8 @@ class netfd {
   bool watch_readable(void (*cb)(void*), void* arg) { return pd_watch_readable(pd_, cb, arg); }
   void unwatch_readable() { pd_unwatch_readable(pd_); }
   bool closed() const { return state_.load(std::memory_order_acquire) & kClosing; }
+  // Where the descriptor's poll state lives (for weft::set_resume_hints).
+  const void* poll_desc_address() const { return pd_; }
 
  private:
   explicit netfd(int fd) : fd_(fd) {}

@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <initializer_list>
 #include <iosfwd>
 #include <new>
 #include <optional>
@@ -148,6 +149,16 @@ template <class Duration>
 void sleep_until(std::chrono::time_point<std::chrono::steady_clock, Duration> t) {
   sleep_for(t - std::chrono::steady_clock::now());
 }
+
+// Resume hints: up to six address ranges the calling goroutine will touch first when it
+// next runs after blocking (a connection's state, its socket's descriptor). When the
+// goroutine is readied, the scheduler prefetches them with the top of its stack, so
+// that the misses of memory that went cold during a long wait overlap instead of
+// coming one after another, pointer by pointer. Purely a hint: the ranges are never
+// dereferenced, a stale one costs a useless prefetch, and each is capped at 1 KB. Each
+// call replaces the previous hints; a goroutine's hints end with it. Outside a
+// goroutine, a no-op.
+void set_resume_hints(std::initializer_list<std::pair<const void*, std::size_t>> ranges);
 
 // Number of goroutines that exist (running, runnable, waiting or in blocking calls).
 int64_t num_goroutine();

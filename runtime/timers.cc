@@ -45,6 +45,16 @@ void sift_down(std::vector<entry>& h, std::size_t i) {
   place(h, i, e);
 }
 
+// The root's children that are due too: one of them is the next to fire. Their timers
+// live in parked goroutines' frames or connection objects, cold by the time they fire;
+// asking for them now overlaps those misses with the root's firing instead of paying
+// them one after another.
+inline void prefetch_due_children(const std::vector<entry>& h, int64_t now) {
+  std::size_t n = std::min<std::size_t>(h.size(), 5);
+  for (std::size_t k = 1; k < n; k++)
+    if (h[k].key <= now) __builtin_prefetch(h[k].t, 1, 3);
+}
+
 }  // namespace
 
 void timer_heap::push_locked(timer* t) {
@@ -179,6 +189,7 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
   lock_guard l(pp->timers.mu);
   while (!pp->timers.heap.empty() && pp->timers.heap[0].key <= now) {
     timer* t = pp->timers.heap[0].t;
+    prefetch_due_children(pp->timers.heap, now);
     if (t->when != t->key) {
       // Reset to later since it was sorted: sort it by its deadline first (even if that
       // is due too: timers due in one pass still fire in deadline order).

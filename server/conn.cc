@@ -1171,6 +1171,15 @@ bool conn_loop::handle_request() {
   }
   c.watch_hangup(&on_hangup, this);
   if (cs->force_close.load(std::memory_order_acquire)) rs.cancel_ctx(context_errc::canceled);
+  // A handler that waits long (sleep10: 10 ms among a thousand connections) comes back
+  // to all of this cold; the scheduler fetches it when the goroutine is readied.
+  auto [fd_addr, pd_addr] = c.state_addresses();
+  weft::set_resume_hints({{this, sizeof *this},
+                          {fd_addr, 128},
+                          {pd_addr, 128},
+                          {cs, sizeof *cs},
+                          {w.headers_.f_.data(), w.headers_.f_.capacity() * sizeof(header_field)},
+                          {wbuf.data(), std::min<std::size_t>(wbuf.capacity(), 256)}});
 
   srv->stats.requests.add(1);
   bool threw = false;

@@ -36,6 +36,13 @@ struct task_ops {
 };
 
 inline constexpr std::size_t kInlineTaskBytes = 96;
+inline constexpr int kResumeHints = 6;
+
+// An address range the goroutine touches first when it runs again (set_resume_hints).
+struct resume_hint {
+  const void* addr = nullptr;
+  uint32_t bytes = 0;
+};
 
 struct alignas(64) g {
   fcontext_t ctx = nullptr;          // saved context while not running
@@ -74,6 +81,11 @@ struct alignas(64) g {
   // Sanitizer fiber state.
   void* asan_fake_stack = nullptr;
   void* tsan_fiber = nullptr;
+
+  // Set by the goroutine itself (set_resume_hints), read when it is readied: only ever
+  // prefetched, never dereferenced. Owner-written, read racily (a stale range costs a
+  // useless prefetch); cleared when the goroutine exits.
+  resume_hint resume_hints[kResumeHints];
 };
 
 }  // namespace weft::detail

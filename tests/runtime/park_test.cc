@@ -1,4 +1,7 @@
 // park / ready and the goroutine dump.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <regex>
 #include <string>
@@ -134,6 +137,77 @@ TEST(Park, ReadyFromAnotherThreadWorks) {
 [[gnu::noinline]] void parked_in_a_named_function(detail::sema& gate) {
   gate.acquire(wait_reason::semacquire);
   asm volatile("");
+}
+
+// set_resume_hints: what a goroutine asks to have prefetched when it is readied.
+TEST(ResumeHints, AreKeptCappedAndReplacedByTheNextCall) {
+  run_checked([] {
+    detail::g* gp = current_goroutine();
+    char a[100], c[4096];
+    int b = 0;
+    set_resume_hints({{a, sizeof a}, {nullptr, 64}, {&b, 0}, {c, sizeof c}});
+    EXPECT_EQ(gp->resume_hints[0].addr, a);
+    EXPECT_EQ(gp->resume_hints[0].bytes, sizeof a);
+    EXPECT_EQ(gp->resume_hints[1].addr, c);  // empty ranges are dropped
+    EXPECT_EQ(gp->resume_hints[1].bytes, 1024u);  // capped
+    EXPECT_EQ(gp->resume_hints[2].addr, nullptr);
+
+    char many[detail::kResumeHints + 2][8];
+    set_resume_hints({{many[0], 8}, {many[1], 8}, {many[2], 8}, {many[3], 8},
+                      {many[4], 8}, {many[5], 8}, {many[6], 8}, {many[7], 8}});
+    static_assert(detail::kResumeHints == 6, "the list above has kResumeHints + 2 ranges");
+    for (int i = 0; i < detail::kResumeHints; i++) EXPECT_EQ(gp->resume_hints[i].addr, many[i]);
+
+    set_resume_hints({});
+    for (const auto& h : gp->resume_hints) EXPECT_EQ(h.addr, nullptr);
+  });
+}
+
+TEST(ResumeHints, EndWithTheGoroutine) {
+  run_checked([] {
+    slot s;
+    wait_group wg;
+    wg.add(1);
+    static char data[64];
+    go([&] {
+      set_resume_hints({{data, sizeof data}});
+      s.g.store(current_goroutine(), std::memory_order_release);
+      wg.done();
+    });
+    wg.wait();
+    detail::g* gp = s.g.load(std::memory_order_acquire);
+    // Gs are never freed: once it is dead (or reused) its hints are gone.
+    while (gp->status.load(std::memory_order_acquire) == detail::gstatus::running) yield();
+    EXPECT_EQ(gp->resume_hints[0].addr, nullptr);
+  });
+}
+
+// The ranges are only prefetched: unmapped memory and a stale range cost nothing, on
+// every way a goroutine is readied (ready(), a timer, a channel).
+TEST(ResumeHints, UnmappedRangesAreHarmlessOnEveryWakeup) {
+  run_checked([] {
+    long page = sysconf(_SC_PAGESIZE);
+    void* gone = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(gone, MAP_FAILED);
+    ASSERT_EQ(munmap(gone, page), 0);
+    slot s;
+    chan<int> ch(0);
+    wait_group wg;
+    wg.add(1);
+    int got = 0;
+    go([&] {
+      set_resume_hints({{gone, 1024}, {reinterpret_cast<const void*>(uintptr_t{64}), 1024}});
+      park(wait_reason::park_test, publish, &s);
+      sleep_for(1ms);
+      got = ch.recv().value;
+      wg.done();
+    });
+    while (!s.g.load(std::memory_order_acquire)) yield();
+    ready(s.g.load());
+    ch.send(7);
+    wg.wait();
+    EXPECT_EQ(got, 7);
+  });
 }
 
 TEST(Dump, ShowsEveryGoroutineWithStateFramesAndCreator) {
