@@ -132,12 +132,6 @@ class listener {
   std::error_code close();
   std::string address() const { return addr_; }
   int native_handle() const { return fd_ ? fd_->sysfd() : -1; }
-  // Where the socket's descriptor and its poll state live, the memory every read and
-  // write touches first: for weft::set_resume_hints. Null when not connected.
-  std::pair<const void*, const void*> state_addresses() const {
-    return fd_ ? std::pair<const void*, const void*>(fd_.get(), fd_->poll_desc_address())
-               : std::pair<const void*, const void*>(nullptr, nullptr);
-  }
   explicit operator bool() const { return static_cast<bool>(fd_); }
 
  private:
