@@ -189,7 +189,6 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
   lock_guard l(pp->timers.mu);
   while (!pp->timers.heap.empty() && pp->timers.heap[0].key <= now) {
     timer* t = pp->timers.heap[0].t;
-    prefetch_due_children(pp->timers.heap, now);
     if (t->when != t->key) {
       // Reset to later since it was sorted: sort it by its deadline first (even if that
       // is due too: timers due in one pass still fire in deadline order).
@@ -197,6 +196,7 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
       pp->timers.reschedule_head_locked();
       continue;
     }
+    prefetch_due_children(pp->timers.heap, now);  // t fires: the next one is among them
     // Everything we need from t is read, and a sync timer marked running, while t is
     // still in the heap: once it leaves, a stopper may return and t may be gone.
     timer::callback f = t->f;
