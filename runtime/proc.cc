@@ -1455,6 +1455,7 @@ void run_main(g* gp, const options& opts) {
   if (sched.psi_fd < 0) sched.adaptive = false;
   sched.nidle_events.store(0);
   sched.nlimit_lowered.store(0);
+  sched.nadapt_windows.store(0);
   sched.allp = new p[nprocs];
   sched.stopping.store(false);
   sched.goidgen.store(2);

@@ -115,6 +115,7 @@ void adapt_tick(adapt_sampler& a, int64_t now) {
     int32_t before = sched.maxactive.load(std::memory_order_relaxed);
     a.st.limit = before;
     int32_t after = adapt_step(a.st, sched.nprocs, x, now);
+    sched.nadapt_windows.fetch_add(1, std::memory_order_relaxed);
     if (after != before) {
       sched.maxactive.store(after, std::memory_order_seq_cst);
       if (after < before) sched.nlimit_lowered.fetch_add(1, std::memory_order_relaxed);
@@ -201,8 +202,14 @@ void* sysmon_main(void*) {
         }
         idle = 0;
         delay_us = 20;
-        adapt.window_start = 0;  // the sleep is not a window
+        int64_t slept_from = now;
         now = nanotime();
+        // A long sleep is not a window: the program did nothing in it. A short one (the
+        // next timer was near) is part of the window: a bursty program's Ps are all
+        // idle between bursts, sysmon backs off into this sleep every ~20 ms, and
+        // restarting the window each time meant that no window ever lasted the 50 ms
+        // it needs, so the limit never moved for exactly the programs it is for.
+        if (now - slept_from >= kAdaptWindowNs) adapt.window_start = 0;
         sched.coarse_now.store(now, std::memory_order_relaxed);
       }
     }

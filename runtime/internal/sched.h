@@ -136,6 +136,7 @@ struct sched_t {
   int psi_fd = -1;                           // /proc/pressure/cpu (sysmon reads it)
   std::atomic<uint64_t> nidle_events{0};     // Ps that went idle (pidleput), ever
   std::atomic<uint64_t> nlimit_lowered{0};   // times sysmon lowered maxactive (stats)
+  std::atomic<uint64_t> nadapt_windows{0};   // windows sysmon sampled (tests)
   p* allp = nullptr;
 
   // Poller coordination: lastpoll == 0 while an M is blocked in poll().
