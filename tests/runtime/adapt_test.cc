@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -135,6 +136,30 @@ struct cpu_hogs {
   ~cpu_hogs() { join(); }
 };
 
+// n goroutines that each run step() over and over until stop(): a test's load. stop()
+// (or the destructor) waits for all of them to return.
+class goroutine_load {
+ public:
+  goroutine_load(int n, std::function<void()> step) : step_(std::move(step)) {
+    wg_.add(n);
+    for (int i = 0; i < n; i++)
+      go([this] {
+        while (!stop_.load(std::memory_order_relaxed)) step_();
+        wg_.done();
+      });
+  }
+  void stop() {
+    if (stop_.exchange(true)) return;
+    wg_.wait();
+  }
+  ~goroutine_load() { stop(); }
+
+ private:
+  std::function<void()> step_;
+  std::atomic<bool> stop_{false};
+  wait_group wg_;
+};
+
 // Sets WEFTDEBUG (read by run()) for a scope, null to unset it, and puts it back after.
 class scoped_weftdebug {
  public:
@@ -185,43 +210,26 @@ TEST(AdaptRuntime, LowersTheLimitUnderContentionAndRaisesItAfterwards) {
       // running dry, however slow the build (TSan): the bursts are short next to the
       // sleeps. Meanwhile three busy threads on two CPUs keep some thread waiting for a
       // CPU.
-      std::atomic<bool> stop{false};
-      wait_group wg;
-      constexpr int kWorkers = 4;
-      wg.add(kWorkers);
-      for (int i = 0; i < kWorkers; i++)
-        go([&] {
-          while (!stop.load(std::memory_order_relaxed)) {
-            volatile int x = 0;
-            for (int k = 0; k < 200; k++) x = x + k;
-            sleep_for(1ms);
-          }
-          wg.done();
-        });
+      goroutine_load bursts(4, [] {
+        volatile int x = 0;
+        for (int k = 0; k < 200; k++) x = x + k;
+        sleep_for(1ms);
+      });
       cpu_hogs hogs(3);
       EXPECT_EQ(wait_for_limit(1, 20s), 1) << "the limit did not come down under contention";
       hogs.join();
-      stop = true;
-      wg.wait();
+      bursts.stop();
     }
     EXPECT_GT(read_sched_stats().procs_limit_lowered, lowered_before);
     // The machine is free again, and the work is CPU-bound (its Ps never run dry): a
     // probe raises the limit and it stays up. Holds back off to at most 8 s.
-    std::atomic<bool> stop{false};
-    wait_group wg;
-    wg.add(2);
-    for (int i = 0; i < 2; i++)
-      go([&] {
-        while (!stop.load(std::memory_order_relaxed)) {
-          volatile int x = 0;
-          for (int k = 0; k < 2000; k++) x = x + k;
-          yield();
-        }
-        wg.done();
-      });
+    goroutine_load busy(2, [] {
+      volatile int x = 0;
+      for (int k = 0; k < 2000; k++) x = x + k;
+      yield();
+    });
     EXPECT_EQ(wait_for_limit(2, 30s), 2) << "the limit did not come back up";
-    stop = true;
-    wg.wait();
+    busy.stop();
   }, {.max_procs = 2});
 }
 
@@ -233,23 +241,14 @@ TEST(AdaptRuntime, WindowsCompleteWhileEveryPIsIdleBetweenBursts) {
   if (!cpu_pressure_readable()) GTEST_SKIP() << "no /proc/pressure/cpu (PSI) on this kernel";
   scoped_weftdebug env(nullptr);
   run_checked([] {
-    std::atomic<bool> stop{false};
-    wait_group wg;
-    constexpr int kWorkers = 2;
-    wg.add(kWorkers);
-    for (int i = 0; i < kWorkers; i++)
-      go([&] {
-        while (!stop.load(std::memory_order_relaxed)) sleep_for(2ms);
-        wg.done();
-      });
+    goroutine_load bursts(2, [] { sleep_for(2ms); });
     // A window ends at sysmon's first tick 50 ms after it began, and sysmon ticks at
     // least every 10 ms, so a second holds about 16 windows; five leave room for a slow,
     // shared machine. Restarted windows completed about one a second (or none) here.
     uint64_t before = detail::sched.nadapt_windows.load();
     sleep_for(1s);
     EXPECT_GE(detail::sched.nadapt_windows.load() - before, 5u) << "sysmon kept restarting its window";
-    stop = true;
-    wg.wait();
+    bursts.stop();
   }, {.max_procs = 2});
 }
 
