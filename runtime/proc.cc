@@ -1566,14 +1566,17 @@ void run_teardown() {
   for (int32_t i = 0; i < sched.nprocs; i++) {
     timer_heap& th = sched.allp[i].timers;
     lock_guard l(th.mu);
-    std::vector<timer_heap::entry> dropped;
-    dropped.swap(th.heap);
+    std::vector<timer*> dropped;
+    for (const timer_heap::entry& e : th.heap) dropped.push_back(th.timers[e.slot]);
+    th.heap.clear();
+    th.timers.clear();
+    th.pos.clear();
+    th.free_slots.clear();
     th.publish_locked();
     th.mu.release();
-    for (const timer_heap::entry& e : dropped) {
-      timer* t = e.t;
+    for (timer* t : dropped) {
       t->owner.store(nullptr, std::memory_order_relaxed);
-      t->idx = -1;
+      t->slot = -1;
       if (t->drop) t->drop(t, t->arg, t->seq);
     }
     th.mu.acquire();

@@ -100,6 +100,93 @@ TEST(Timer, HeapFiresInDeadlineOrder) {
   }, {.max_procs = 1});
 }
 
+// A heap entry names its timer by a slot that is freed when the timer leaves the heap
+// and handed to the next timer added. Stops from the middle of the heap, and adds that
+// reuse their slots, must leave every other timer's position right: the timers left
+// fire once each, in deadline order, and none that was stopped fires.
+TEST(Timer, StoppedTimersSlotsAreReusedWithoutDisturbingTheRest) {
+  run_checked([] {
+    constexpr int n = 600;
+    struct rec {
+      detail::timer t;
+      int64_t when = 0;
+      bool armed = false;
+      int fired_seq = -1;
+      int fires = 0;
+    };
+    struct shared {
+      std::atomic<int> seq{0};
+      wait_group wg;
+    } sh;
+    struct ctx {
+      rec* r;
+      shared* sh;
+    };
+    std::vector<rec> recs(n);
+    std::vector<ctx> ctxs(n);
+    std::mt19937 rng(11);
+    int64_t base = detail::nanotime() + 40'000'000;  // all the stops and adds come first
+    for (int i = 0; i < n; i++) {
+      ctxs[i] = ctx{&recs[i], &sh};
+      recs[i].t.f = [](detail::timer*, void* arg, uintptr_t) {
+        auto* c = static_cast<ctx*>(arg);
+        c->r->fired_seq = c->sh->seq.fetch_add(1);
+        c->r->fires++;
+        c->sh->wg.done();
+      };
+      recs[i].t.arg = &ctxs[i];
+    }
+    auto arm = [&](int i) {
+      recs[i].when = base + static_cast<int64_t>(rng() % 20'000'000);
+      recs[i].armed = true;
+      detail::timer_add(&recs[i].t, recs[i].when);
+    };
+    for (int i = 0; i < n / 2; i++) arm(i);
+    // Three rounds: stop a random third of the armed timers, then arm as many others
+    // (first the fresh ones, which take the freed slots, then some of those stopped).
+    for (int round = 0; round < 3; round++) {
+      std::vector<int> stopped;
+      for (int i = 0; i < n; i++)
+        if (recs[i].armed && rng() % 3 == 0) {
+          EXPECT_TRUE(detail::timer_stop(&recs[i].t));
+          recs[i].armed = false;
+          stopped.push_back(i);
+        }
+      std::size_t want = stopped.size();
+      for (int i = 0; i < n && want > 0; i++)
+        if (!recs[i].armed && recs[i].when == 0) {
+          arm(i);
+          want--;
+        }
+      for (int i : stopped)
+        if (want > 0 && rng() % 2 == 0) {
+          arm(i);
+          want--;
+        }
+    }
+    int armed = 0;
+    for (const rec& r : recs) armed += r.armed;
+    EXPECT_EQ(detail::timers_pending(), armed);
+    sh.wg.add(armed);
+    // Hold the only P until every deadline has passed, so that they all come due in one
+    // pass of the heap: the order then rests on the heap alone.
+    while (detail::nanotime() < base + 21'000'000) {
+    }
+    sh.wg.wait();
+    std::vector<int> fired;
+    for (int i = 0; i < n; i++) {
+      EXPECT_EQ(recs[i].fires, recs[i].armed ? 1 : 0) << "timer " << i;
+      if (recs[i].armed) fired.push_back(i);
+    }
+    std::sort(fired.begin(), fired.end(), [&](int a, int b) { return recs[a].when < recs[b].when; });
+    for (std::size_t k = 1; k < fired.size(); k++) {
+      if (recs[fired[k]].when == recs[fired[k - 1]].when) continue;
+      EXPECT_LT(recs[fired[k - 1]].fired_seq, recs[fired[k]].fired_seq);
+    }
+    EXPECT_EQ(detail::timers_pending(), 0);
+  }, {.max_procs = 1});
+}
+
 TEST(Timer, AfterFuncRunsFnInItsOwnGoroutine) {
   run_checked([] {
     wait_group wg;
