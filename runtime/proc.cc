@@ -1566,17 +1566,14 @@ void run_teardown() {
   for (int32_t i = 0; i < sched.nprocs; i++) {
     timer_heap& th = sched.allp[i].timers;
     lock_guard l(th.mu);
-    std::vector<timer*> dropped;
-    for (const timer_heap::entry& e : th.heap) dropped.push_back(th.timers[e.slot]);
-    th.heap.clear();
-    th.timers.clear();
-    th.pos.clear();
-    th.free_slots.clear();
+    std::vector<timer_heap::entry> dropped;
+    dropped.swap(th.heap);
     th.publish_locked();
     th.mu.release();
-    for (timer* t : dropped) {
+    for (const timer_heap::entry& e : dropped) {
+      timer* t = e.t;
       t->owner.store(nullptr, std::memory_order_relaxed);
-      t->slot = -1;
+      t->idx = -1;
       if (t->drop) t->drop(t, t->arg, t->seq);
     }
     th.mu.acquire();

@@ -13,25 +13,23 @@ namespace {
 
 using entry = timer_heap::entry;
 
-inline void place(timer_heap& th, std::size_t i, entry e) {
-  th.heap[i] = e;
-  th.pos[e.slot] = static_cast<uint32_t>(i);
+void place(std::vector<entry>& h, std::size_t i, entry e) {
+  h[i] = e;
+  e.t->idx = static_cast<int32_t>(i);
 }
 
-void sift_up(timer_heap& th, std::size_t i) {
-  std::vector<entry>& h = th.heap;
+void sift_up(std::vector<entry>& h, std::size_t i) {
   entry e = h[i];
   while (i > 0) {
     std::size_t parent = (i - 1) / 4;
     if (e.key >= h[parent].key) break;
-    place(th, i, h[parent]);
+    place(h, i, h[parent]);
     i = parent;
   }
-  place(th, i, e);
+  place(h, i, e);
 }
 
-void sift_down(timer_heap& th, std::size_t i) {
-  std::vector<entry>& h = th.heap;
+void sift_down(std::vector<entry>& h, std::size_t i) {
   std::size_t n = h.size();
   entry e = h[i];
   for (;;) {
@@ -41,57 +39,42 @@ void sift_down(timer_heap& th, std::size_t i) {
     for (std::size_t k = c + 1; k < c + 4 && k < n; k++)
       if (h[k].key < h[best].key) best = k;
     if (h[best].key >= e.key) break;
-    place(th, i, h[best]);
+    place(h, i, h[best]);
     i = best;
   }
-  place(th, i, e);
+  place(h, i, e);
 }
 
 // The root's children that are due too: one of them is the next to fire. Their timers
 // live in parked goroutines' frames or connection objects, cold by the time they fire;
 // asking for them now overlaps those misses with the root's firing instead of paying
 // them one after another.
-inline void prefetch_due_children(const timer_heap& th, int64_t now) {
-  std::size_t n = std::min<std::size_t>(th.heap.size(), 5);
+inline void prefetch_due_children(const std::vector<entry>& h, int64_t now) {
+  std::size_t n = std::min<std::size_t>(h.size(), 5);
   for (std::size_t k = 1; k < n; k++)
-    if (th.heap[k].key <= now) __builtin_prefetch(th.at(k), 1, 3);
+    if (h[k].key <= now) __builtin_prefetch(h[k].t, 1, 3);
 }
 
 }  // namespace
 
 void timer_heap::push_locked(timer* t) {
-  uint32_t slot;
-  if (!free_slots.empty()) {
-    slot = free_slots.back();
-    free_slots.pop_back();
-    timers[slot] = t;
-  } else {
-    slot = static_cast<uint32_t>(timers.size());
-    timers.push_back(t);
-    pos.push_back(0);
-  }
-  t->slot = static_cast<int32_t>(slot);
   t->key = t->when;
-  heap.push_back({t->key, slot});
-  pos[slot] = static_cast<uint32_t>(heap.size() - 1);
-  sift_up(*this, heap.size() - 1);
+  heap.push_back({t->key, t});
+  sift_up(heap, heap.size() - 1);
   publish_locked();
 }
 
 void timer_heap::remove_locked(timer* t) {
-  uint32_t slot = static_cast<uint32_t>(t->slot);
-  std::size_t i = pos[slot];
+  std::size_t i = static_cast<std::size_t>(t->idx);
   std::size_t last = heap.size() - 1;
-  if (i != last) place(*this, i, heap[last]);
+  if (i != last) place(heap, i, heap[last]);
   heap.pop_back();
   if (i < heap.size()) {
-    uint32_t moved = heap[i].slot;
-    sift_down(*this, i);
-    sift_up(*this, pos[moved]);
+    timer* moved = heap[i].t;
+    sift_down(heap, i);
+    sift_up(heap, static_cast<std::size_t>(moved->idx));
   }
-  timers[slot] = nullptr;
-  free_slots.push_back(slot);
-  t->slot = -1;
+  t->idx = -1;
   // Release: a stopper that sees no owner, without taking this heap's lock, must also
   // see check_timers' running count for a sync timer, taken before the removal.
   t->owner.store(nullptr, std::memory_order_release);
@@ -99,17 +82,14 @@ void timer_heap::remove_locked(timer* t) {
 }
 
 void timer_heap::reschedule_head_locked() {
-  heap[0].key = at(0)->key;
-  sift_down(*this, 0);
+  heap[0].key = heap[0].t->key;
+  sift_down(heap, 0);
   publish_locked();
 }
 
 timer* timer_heap::pop_locked() {
-  timer* t = at(0);
+  timer* t = heap[0].t;
   remove_locked(t);
-  // The next to fire: its timer is cold (nothing in a sift touches it any more), and
-  // check_timers reads it first thing, now or at the next schedule.
-  if (!heap.empty()) __builtin_prefetch(at(0), 1, 3);
   return t;
 }
 
@@ -125,7 +105,7 @@ void add_to(p* pp, timer* t, int64_t when, uintptr_t seq) {
     t->seq = seq;
     t->owner.store(pp, std::memory_order_relaxed);
     pp->timers.push_locked(t);
-    first = pp->timers.heap[0].slot == static_cast<uint32_t>(t->slot);
+    first = pp->timers.heap[0].t == t;
   }
   if (first) wake_net_poller(when);
 }
@@ -208,7 +188,7 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
   if (now < next) return next;
   lock_guard l(pp->timers.mu);
   while (!pp->timers.heap.empty() && pp->timers.heap[0].key <= now) {
-    timer* t = pp->timers.at(0);
+    timer* t = pp->timers.heap[0].t;
     if (t->when != t->key) {
       // Reset to later since it was sorted: sort it by its deadline first (even if that
       // is due too: timers due in one pass still fire in deadline order).
@@ -216,7 +196,7 @@ int64_t check_timers(p* pp, int64_t& now, bool* ran) {
       pp->timers.reschedule_head_locked();
       continue;
     }
-    prefetch_due_children(pp->timers, now);  // t fires: the next one is among them
+    prefetch_due_children(pp->timers.heap, now);  // t fires: the next one is among them
     // Everything we need from t is read, and a sync timer marked running, while t is
     // still in the heap: once it leaves, a stopper may return and t may be gone.
     timer::callback f = t->f;

@@ -10,8 +10,8 @@
 // not block. They may ready goroutines and spawn new ones.
 //
 // Protocol and Go's return values:
-//   - `mu` serializes add/stop/reset of one timer; `owner` and `slot` change only under
-//     the owner heap's lock.
+//   - `mu` serializes add/stop/reset of one timer; `owner` and `idx` change only under the
+//     owner heap's lock.
 //   - The runner pops a due timer under the heap lock (owner becomes null) and calls f
 //     after unlocking. stop() that finds the timer out of every heap returns false: it
 //     already fired or was stopped (Go: "Stop returns false if the timer has already
@@ -56,33 +56,24 @@ struct timer {
   void* arg = nullptr;
   callback drop = nullptr;  // called instead of f if the runtime shuts down first
   std::atomic<p*> owner{nullptr};
-  int32_t slot = -1;    // its slot in the owner heap (timer_heap), -1 when not pending
+  int32_t idx = -1;     // position in the owner heap
   bool sync = false;    // counts callbacks in `running`; required for timer_stop_sync
   std::atomic<int32_t> running{0};  // callbacks in progress (only when sync)
   lock mu;
 };
 
 struct timer_heap {
-  // A sift touches nothing but this heap's own arrays. Each entry carries its timer's
-  // key, so that comparisons stay within `heap` (Go's timers keep `when` beside the
-  // pointer too), and a slot number instead of the timer: a pending timer holds a
-  // slot, `timers` maps the slot to the timer and `pos` to the entry's index. So a
-  // move records the new index in `pos`, a small array that stays in cache, and not in
-  // the timer, which lives in a parked goroutine's frame or a connection object and is
-  // cold by then: with a thousand connections sleeping 10 ms each, those stores were
-  // most of sift_down's time (perf, /sleep?ms=10).
+  // Each entry carries its timer's key, so that sifting compares within this array and
+  // touches a timer only to record its new position: with thousands of timers (one
+  // per connection and request) reading each candidate's key from the timer itself was
+  // a cache miss per comparison (Go's timers keep `when` beside the pointer too).
   struct entry {
     int64_t key;
-    uint32_t slot;
+    timer* t;
   };
-  lock mu;                             // guards everything below but first_when
-  std::vector<entry> heap;
-  std::vector<timer*> timers;          // slot -> timer (null: free)
-  std::vector<uint32_t> pos;           // slot -> index in heap
-  std::vector<uint32_t> free_slots;
+  lock mu;
+  std::vector<entry> heap;             // guarded by mu
   std::atomic<int64_t> first_when{0};  // earliest key (<= earliest deadline), 0 when empty
-
-  timer* at(std::size_t i) const { return timers[heap[i].slot]; }
 
   void push_locked(timer* t);
   void remove_locked(timer* t);

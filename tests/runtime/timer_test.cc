@@ -100,11 +100,11 @@ TEST(Timer, HeapFiresInDeadlineOrder) {
   }, {.max_procs = 1});
 }
 
-// A heap entry names its timer by a slot that is freed when the timer leaves the heap
-// and handed to the next timer added. Stops from the middle of the heap, and adds that
-// reuse their slots, must leave every other timer's position right: the timers left
-// fire once each, in deadline order, and none that was stopped fires.
-TEST(Timer, StoppedTimersSlotsAreReusedWithoutDisturbingTheRest) {
+// Stops take timers out of the middle of the heap, and the adds that follow fill it
+// again (a stopped timer re-armed among them): every other timer's position must stay
+// right through it. The timers left fire once each, in deadline order, and none that
+// was stopped fires.
+TEST(Timer, StopsFromTheMiddleAndReAddsKeepTheHeapInOrder) {
   run_checked([] {
     constexpr int n = 600;
     struct rec {
