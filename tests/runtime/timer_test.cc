@@ -143,7 +143,7 @@ TEST(Timer, StopsFromTheMiddleAndReAddsKeepTheHeapInOrder) {
     };
     for (int i = 0; i < n / 2; i++) arm(i);
     // Three rounds: stop a random third of the armed timers, then arm as many others
-    // (first the fresh ones, which take the freed slots, then some of those stopped).
+    // (fresh ones first, then some of those just stopped).
     for (int round = 0; round < 3; round++) {
       std::vector<int> stopped;
       for (int i = 0; i < n; i++)
