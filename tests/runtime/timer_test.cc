@@ -100,6 +100,46 @@ TEST(Timer, HeapFiresInDeadlineOrder) {
   }, {.max_procs = 1});
 }
 
+// n timers whose callbacks record when and in which order they fired, for the
+// heap-order tests below; each test arms them itself, keeping `when` at the deadline
+// it armed last.
+struct recording_timers {
+  struct rec {
+    detail::timer t;
+    int64_t when = 0;
+    int64_t fired_at = 0;
+    int fired_seq = -1;
+    int fires = 0;
+    recording_timers* owner = nullptr;
+  };
+  std::vector<rec> recs;
+  std::atomic<int> seq{0};
+  wait_group wg;
+
+  explicit recording_timers(int n) : recs(static_cast<std::size_t>(n)) {
+    for (rec& r : recs) {
+      r.owner = this;
+      r.t.f = [](detail::timer*, void* arg, uintptr_t) {
+        auto* r = static_cast<rec*>(arg);
+        r->fired_at = detail::nanotime();
+        r->fired_seq = r->owner->seq.fetch_add(1);
+        r->fires++;
+        r->owner->wg.done();
+      };
+      r.t.arg = &r;
+    }
+  }
+
+  // The timers in `which` fired in the order of their deadlines (ties in any order).
+  void expect_deadline_order(std::vector<int> which) const {
+    std::sort(which.begin(), which.end(), [&](int a, int b) { return recs[a].when < recs[b].when; });
+    for (std::size_t k = 1; k < which.size(); k++) {
+      if (recs[which[k]].when == recs[which[k - 1]].when) continue;
+      EXPECT_LT(recs[which[k - 1]].fired_seq, recs[which[k]].fired_seq);
+    }
+  }
+};
+
 // Stops take timers out of the middle of the heap, and the adds that follow fill it
 // again (a stopped timer re-armed among them): every other timer's position must stay
 // right through it. The timers left fire once each, in deadline order, and none that
@@ -107,38 +147,14 @@ TEST(Timer, HeapFiresInDeadlineOrder) {
 TEST(Timer, StopsFromTheMiddleAndReAddsKeepTheHeapInOrder) {
   run_checked([] {
     constexpr int n = 600;
-    struct rec {
-      detail::timer t;
-      int64_t when = 0;
-      bool armed = false;
-      int fired_seq = -1;
-      int fires = 0;
-    };
-    struct shared {
-      std::atomic<int> seq{0};
-      wait_group wg;
-    } sh;
-    struct ctx {
-      rec* r;
-      shared* sh;
-    };
-    std::vector<rec> recs(n);
-    std::vector<ctx> ctxs(n);
+    recording_timers tm(n);
+    auto& recs = tm.recs;
+    std::vector<bool> armed(n);
     std::mt19937 rng(11);
     int64_t base = detail::nanotime() + 200'000'000;  // the stops and adds come first, even under TSan
-    for (int i = 0; i < n; i++) {
-      ctxs[i] = ctx{&recs[i], &sh};
-      recs[i].t.f = [](detail::timer*, void* arg, uintptr_t) {
-        auto* c = static_cast<ctx*>(arg);
-        c->r->fired_seq = c->sh->seq.fetch_add(1);
-        c->r->fires++;
-        c->sh->wg.done();
-      };
-      recs[i].t.arg = &ctxs[i];
-    }
     auto arm = [&](int i) {
       recs[i].when = base + static_cast<int64_t>(rng() % 20'000'000);
-      recs[i].armed = true;
+      armed[i] = true;
       detail::timer_add(&recs[i].t, recs[i].when);
     };
     for (int i = 0; i < n / 2; i++) arm(i);
@@ -147,14 +163,14 @@ TEST(Timer, StopsFromTheMiddleAndReAddsKeepTheHeapInOrder) {
     for (int round = 0; round < 3; round++) {
       std::vector<int> stopped;
       for (int i = 0; i < n; i++)
-        if (recs[i].armed && rng() % 3 == 0) {
+        if (armed[i] && rng() % 3 == 0) {
           EXPECT_TRUE(detail::timer_stop(&recs[i].t));
-          recs[i].armed = false;
+          armed[i] = false;
           stopped.push_back(i);
         }
       std::size_t want = stopped.size();
       for (int i = 0; i < n && want > 0; i++)
-        if (!recs[i].armed && recs[i].when == 0) {
+        if (!armed[i] && recs[i].when == 0) {
           arm(i);
           want--;
         }
@@ -164,25 +180,20 @@ TEST(Timer, StopsFromTheMiddleAndReAddsKeepTheHeapInOrder) {
           want--;
         }
     }
-    int armed = 0;
-    for (const rec& r : recs) armed += r.armed;
-    EXPECT_EQ(detail::timers_pending(), armed);
-    sh.wg.add(armed);
+    int narmed = static_cast<int>(std::count(armed.begin(), armed.end(), true));
+    EXPECT_EQ(detail::timers_pending(), narmed);
+    tm.wg.add(narmed);
     // Hold the only P until every deadline has passed, so that they all come due in one
     // pass of the heap: the order then rests on the heap alone.
     while (detail::nanotime() < base + 21'000'000) {
     }
-    sh.wg.wait();
+    tm.wg.wait();
     std::vector<int> fired;
     for (int i = 0; i < n; i++) {
-      EXPECT_EQ(recs[i].fires, recs[i].armed ? 1 : 0) << "timer " << i;
-      if (recs[i].armed) fired.push_back(i);
+      EXPECT_EQ(recs[i].fires, armed[i] ? 1 : 0) << "timer " << i;
+      if (armed[i]) fired.push_back(i);
     }
-    std::sort(fired.begin(), fired.end(), [&](int a, int b) { return recs[a].when < recs[b].when; });
-    for (std::size_t k = 1; k < fired.size(); k++) {
-      if (recs[fired[k]].when == recs[fired[k - 1]].when) continue;
-      EXPECT_LT(recs[fired[k - 1]].fired_seq, recs[fired[k]].fired_seq);
-    }
+    tm.expect_deadline_order(fired);
     EXPECT_EQ(detail::timers_pending(), 0);
   }, {.max_procs = 1});
 }
@@ -234,38 +245,12 @@ TEST(Timer, StopBeforeFiringReturnsTrueAndFnNeverRuns) {
 TEST(Timer, ResetsLaterAndEarlierFireInFinalDeadlineOrder) {
   run_checked([] {
     constexpr int n = 400;
-    struct rec {
-      detail::timer t;
-      int64_t when = 0;
-      int64_t fired_at = 0;
-      int fired_seq = -1;
-      int fires = 0;
-    };
-    struct shared {
-      std::atomic<int> seq{0};
-      wait_group wg;
-    } sh;
-    struct ctx {
-      rec* r;
-      shared* sh;
-    };
-    std::vector<rec> recs(n);
-    std::vector<ctx> ctxs(n);
-    sh.wg.add(n);
+    recording_timers tm(n);
+    auto& recs = tm.recs;
+    tm.wg.add(n);
     std::mt19937 rng(7);
     int64_t base = detail::nanotime() + 50'000'000;  // the resets are done before it
-    for (int i = 0; i < n; i++) {
-      ctxs[i] = ctx{&recs[i], &sh};
-      recs[i].t.f = [](detail::timer*, void* arg, uintptr_t) {
-        auto* c = static_cast<ctx*>(arg);
-        c->r->fired_at = detail::nanotime();
-        c->r->fired_seq = c->sh->seq.fetch_add(1);
-        c->r->fires++;
-        c->sh->wg.done();
-      };
-      recs[i].t.arg = &ctxs[i];
-      detail::timer_add(&recs[i].t, base + static_cast<int64_t>(rng() % 10'000'000));
-    }
+    for (int i = 0; i < n; i++) detail::timer_add(&recs[i].t, base + static_cast<int64_t>(rng() % 10'000'000));
     // Three rounds of resets: mostly later (no heap move), some earlier.
     for (int round = 0; round < 3; round++) {
       for (int i = 0; i < n; i++) {
@@ -278,18 +263,14 @@ TEST(Timer, ResetsLaterAndEarlierFireInFinalDeadlineOrder) {
     // pass of the timer heap: the order then rests on the re-sorting alone.
     while (detail::nanotime() < base + 31'000'000) {
     }
-    sh.wg.wait();
-    std::vector<int> by_when(n);
+    tm.wg.wait();
+    std::vector<int> all(n);
     for (int i = 0; i < n; i++) {
-      by_when[i] = i;
+      all[i] = i;
       EXPECT_EQ(recs[i].fires, 1);
       EXPECT_GE(recs[i].fired_at, recs[i].when);
     }
-    std::sort(by_when.begin(), by_when.end(), [&](int a, int b) { return recs[a].when < recs[b].when; });
-    for (int k = 1; k < n; k++) {
-      if (recs[by_when[k]].when == recs[by_when[k - 1]].when) continue;
-      EXPECT_LT(recs[by_when[k - 1]].fired_seq, recs[by_when[k]].fired_seq);
-    }
+    tm.expect_deadline_order(all);
     EXPECT_EQ(detail::timers_pending(), 0);
   }, {.max_procs = 1});
 }
